@@ -1,0 +1,289 @@
+// Package rotation holds keysmith's key lifecycle decisions as pure functions. Plan looks at the time, the
+// effective settings and what status and the Secret say, and returns what to do and when to look again.
+// It never reads the clock and never talks to the API server.
+package rotation
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+// Settings are the effective lifecycle settings of an ApiKey (spec plus defaults).
+type Settings struct {
+	// Lifetime of each key.
+	Lifetime time.Duration
+	// Period between rotations; 0 disables scheduled rotation.
+	Period time.Duration
+	// Overlap during which the previous key stays valid after a rotation.
+	Overlap time.Duration
+}
+
+// SecretState is what the Secret holds, relative to status.
+type SecretState int
+
+const (
+	// SecretCurrent: the Secret holds the current key.
+	SecretCurrent SecretState = iota
+	// SecretMissing: there is no Secret.
+	SecretMissing
+	// SecretPrevious: the Secret holds the key listed just before the current one. This is what a crash
+	// between recording a new key and writing the Secret leaves behind: the current key never left memory.
+	SecretPrevious
+	// SecretTampered: the Secret holds something that is not the current key (edited, emptied).
+	SecretTampered
+	// SecretForeign: a Secret of that name exists and keysmith did not create it.
+	SecretForeign
+)
+
+// Input is everything Plan looks at.
+type Input struct {
+	Now      time.Time
+	Settings Settings
+	// Keys is status.keys, newest first.
+	Keys []v1alpha1.IssuedKey
+	// CurrentKeyID is status.currentKeyID.
+	CurrentKeyID string
+	// RotateRequest is the value of the keysmith.dev/rotate annotation; HandledRotateRequest the last one acted on.
+	RotateRequest        string
+	HandledRotateRequest string
+	Secret               SecretState
+}
+
+// Trigger says why a new key is issued.
+type Trigger string
+
+const (
+	TriggerNone      Trigger = ""
+	TriggerInitial   Trigger = "Initial"
+	TriggerScheduled Trigger = "Scheduled"
+	TriggerManual    Trigger = "Manual"
+	// TriggerSecretLost: the Secret was deleted; the previous key is handled as in a rotation.
+	TriggerSecretLost Trigger = "SecretLost"
+	// TriggerSecretTampered: the Secret no longer holds the current key; handled as in a rotation.
+	TriggerSecretTampered Trigger = "SecretTampered"
+	// TriggerUndelivered: the current key never reached the Secret; it is revoked and replaced.
+	TriggerUndelivered Trigger = "Undelivered"
+)
+
+// Transition is one key changing state, reported so that the caller can emit one event per transition.
+type Transition struct {
+	ID       string
+	From, To v1alpha1.KeyState
+}
+
+// Plan is the outcome of a decision.
+type Plan struct {
+	// Now is the instant the plan was made for, truncated to whole seconds (status stores seconds).
+	Now time.Time
+	// Issue is why a new key must be issued, or TriggerNone.
+	Issue Trigger
+	// Keys is status.keys after the decision, without the new key (see WithNewKey).
+	Keys []v1alpha1.IssuedKey
+	// CurrentKeyID is status.currentKeyID after the decision, unless a new key is issued.
+	CurrentKeyID string
+	// Transitions lists the state changes of existing keys.
+	Transitions []Transition
+	// HandledRotateRequest is the value to record in status.
+	HandledRotateRequest string
+	// Expired is true when there is no valid current key and none will be issued (no rotation).
+	Expired bool
+	// NextRotation is when the current key (or the new one) rotates; zero without rotation.
+	NextRotation time.Time
+	// NextWake is the earliest instant after Now at which Plan would decide something new; zero for never.
+	NextWake time.Time
+
+	settings Settings
+}
+
+// Decide plans the lifecycle step for in. It is a pure function of its input.
+func Decide(in Input) Plan {
+	now := in.Now.Truncate(time.Second)
+	p := Plan{Now: now, CurrentKeyID: in.CurrentKeyID, HandledRotateRequest: in.HandledRotateRequest, settings: in.Settings}
+	p.Keys = make([]v1alpha1.IssuedKey, len(in.Keys))
+	copy(p.Keys, in.Keys)
+
+	// 1. Time: keys whose notAfter has passed are expired. The verifier already refuses them; this records it.
+	for i := range p.Keys {
+		k := &p.Keys[i]
+		if (k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring) && !now.Before(k.NotAfter.Time) {
+			p.transition(k, v1alpha1.KeyExpired)
+		}
+	}
+	current := p.current()
+
+	// 2. Whether a new key is due, most specific reason first.
+	manual := in.RotateRequest != "" && in.RotateRequest != in.HandledRotateRequest
+	switch {
+	case in.Secret == SecretForeign:
+		// Never touch a Secret keysmith did not create: nothing is issued until the conflict is resolved.
+	case len(in.Keys) == 0:
+		p.Issue = TriggerInitial
+	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretPrevious:
+		p.Issue = TriggerUndelivered
+	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretMissing:
+		p.Issue = TriggerSecretLost
+	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretTampered:
+		p.Issue = TriggerSecretTampered
+	case manual:
+		p.Issue = TriggerManual
+	case in.Settings.Period > 0 && current != nil && !now.Before(current.IssuedAt.Add(in.Settings.Period)):
+		p.Issue = TriggerScheduled
+	case in.Settings.Period > 0 && current == nil:
+		// The current key is gone (expired while keysmith was down); rotation means there must be one.
+		p.Issue = TriggerScheduled
+	}
+	if p.Issue != TriggerNone && in.RotateRequest != "" {
+		// A request that arrives with (or before) another reason to issue is satisfied by that issuance.
+		p.HandledRotateRequest = in.RotateRequest
+	}
+
+	// 3. The previous key once a new one is issued.
+	if p.Issue != TriggerNone && current != nil && current.State == v1alpha1.KeyActive {
+		if p.Issue == TriggerUndelivered {
+			p.transition(current, v1alpha1.KeyRevoked)
+			current.RevokedAt = &metav1.Time{Time: now}
+			current.Reason = v1alpha1.RevokedUndelivered
+		} else {
+			end := now.Add(in.Settings.Overlap).Truncate(time.Second)
+			if end.Before(current.NotAfter.Time) {
+				current.NotAfter = metav1.Time{Time: end}
+			}
+			if now.Before(current.NotAfter.Time) {
+				p.transition(current, v1alpha1.KeyRetiring)
+			} else {
+				p.transition(current, v1alpha1.KeyExpired)
+			}
+		}
+	}
+	p.Expired = p.Issue == TriggerNone && p.current() == nil && len(p.Keys) > 0
+
+	// 4. When to look again.
+	if in.Settings.Period > 0 {
+		switch {
+		case p.Issue != TriggerNone:
+			p.NextRotation = now.Add(in.Settings.Period)
+		case current != nil && current.State == v1alpha1.KeyActive:
+			p.NextRotation = current.IssuedAt.Add(in.Settings.Period)
+		}
+	}
+	p.NextWake = p.NextRotation
+	if p.Issue != TriggerNone {
+		p.NextWake = earliest(p.NextWake, now.Add(in.Settings.Lifetime))
+	}
+	for _, k := range p.Keys {
+		if k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring {
+			p.NextWake = earliest(p.NextWake, k.NotAfter.Time)
+		}
+	}
+	p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
+	return p
+}
+
+// current returns the current key in p.Keys when it is still listed as Active, else nil. An expired or
+// revoked current key counts as no current key.
+func (p *Plan) current() *v1alpha1.IssuedKey {
+	if p.CurrentKeyID == "" {
+		return nil
+	}
+	for i := range p.Keys {
+		if p.Keys[i].ID == p.CurrentKeyID && p.Keys[i].State == v1alpha1.KeyActive {
+			return &p.Keys[i]
+		}
+	}
+	return nil
+}
+
+func (p *Plan) transition(k *v1alpha1.IssuedKey, to v1alpha1.KeyState) {
+	p.Transitions = append(p.Transitions, Transition{ID: k.ID, From: k.State, To: to})
+	k.State = to
+}
+
+// WithNewKey returns status.keys with a newly issued key (id and hash) in front, bounded in length.
+// It is only meaningful when p.Issue is set.
+func (p Plan) WithNewKey(id, hash string) []v1alpha1.IssuedKey {
+	k := v1alpha1.IssuedKey{
+		ID:       id,
+		Hash:     hash,
+		State:    v1alpha1.KeyActive,
+		IssuedAt: metav1.Time{Time: p.Now},
+		NotAfter: metav1.Time{Time: p.Now.Add(p.settings.Lifetime).Truncate(time.Second)},
+	}
+	return trim(append([]v1alpha1.IssuedKey{k}, p.Keys...), v1alpha1.MaxKeysInStatus)
+}
+
+// trim bounds the list to max entries, dropping the oldest finished keys (Revoked, Expired) first and then,
+// only if a burst of rotations left more valid keys than fit, the oldest retiring ones. A key that is not
+// listed is refused by the verifier, so status never claims more than it enforces.
+func trim(keys []v1alpha1.IssuedKey, max int) []v1alpha1.IssuedKey {
+	if len(keys) <= max {
+		return keys
+	}
+	out := make([]v1alpha1.IssuedKey, 0, len(keys))
+	drop := len(keys) - max
+	// Walk from the oldest, dropping finished keys until enough are gone.
+	keep := make([]bool, len(keys))
+	for i := range keys {
+		keep[i] = true
+	}
+	for _, finishedOnly := range []bool{true, false} {
+		for i := len(keys) - 1; i > 0 && drop > 0; i-- {
+			if !keep[i] {
+				continue
+			}
+			finished := keys[i].State == v1alpha1.KeyRevoked || keys[i].State == v1alpha1.KeyExpired
+			if finished || (!finishedOnly && keys[i].State != v1alpha1.KeyActive) {
+				keep[i] = false
+				drop--
+			}
+		}
+	}
+	for i, k := range keys {
+		if keep[i] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// EffectiveOverlap is the overlap used when spec.rotation.overlap is not set: the smaller of
+// v1alpha1.MaxDefaultOverlap and half the period.
+func EffectiveOverlap(period time.Duration, overlap *time.Duration) time.Duration {
+	if overlap != nil {
+		return *overlap
+	}
+	return min(v1alpha1.MaxDefaultOverlap, period/2)
+}
+
+// ClassifySecret says what the Secret holds relative to status. exists and owned describe the Secret;
+// keyHash is "sha256:<hex>" of its api-key value ("" when empty).
+func ClassifySecret(exists, owned bool, keyHash string, keys []v1alpha1.IssuedKey, currentID string) SecretState {
+	switch {
+	case !exists:
+		return SecretMissing
+	case !owned:
+		return SecretForeign
+	}
+	for i, k := range keys {
+		if k.ID != currentID {
+			continue
+		}
+		if keyHash != "" && keyHash == k.Hash {
+			return SecretCurrent
+		}
+		if i+1 < len(keys) && keyHash != "" && keyHash == keys[i+1].Hash {
+			return SecretPrevious
+		}
+		break
+	}
+	return SecretTampered
+}

@@ -1,0 +1,341 @@
+package rotation
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func key(id string, state v1alpha1.KeyState, issued, notAfter time.Duration) v1alpha1.IssuedKey {
+	return v1alpha1.IssuedKey{ID: id, Hash: "sha256:" + id, State: state,
+		IssuedAt: metav1.Time{Time: at(issued)}, NotAfter: metav1.Time{Time: at(notAfter)}}
+}
+
+const (
+	h   = time.Hour
+	day = 24 * time.Hour
+)
+
+var (
+	noRotation = Settings{Lifetime: 90 * day}
+	monthly    = Settings{Lifetime: 90 * day, Period: 30 * day, Overlap: day}
+	noOverlap  = Settings{Lifetime: 90 * day, Period: 30 * day}
+)
+
+func TestDecide(t *testing.T) {
+	type want struct {
+		issue        Trigger
+		states       map[string]v1alpha1.KeyState
+		notAfter     map[string]time.Duration
+		transitions  int
+		expired      bool
+		handled      string
+		nextRotation time.Duration // from t0; -1 for zero
+		nextWake     time.Duration // from t0; -1 for zero
+	}
+	for _, tc := range []struct {
+		name string
+		in   Input
+		want want
+	}{
+		{
+			name: "first key, no rotation",
+			in:   Input{Now: at(0), Settings: noRotation, Secret: SecretMissing},
+			want: want{issue: TriggerInitial, nextRotation: -1, nextWake: 90 * day},
+		},
+		{
+			name: "first key with rotation wakes at the period",
+			in:   Input{Now: at(0), Settings: monthly, Secret: SecretMissing},
+			want: want{issue: TriggerInitial, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "first key with a rotate annotation already set records it",
+			in:   Input{Now: at(0), Settings: monthly, Secret: SecretMissing, RotateRequest: "1"},
+			want: want{issue: TriggerInitial, handled: "1", nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "nothing due",
+			in: Input{Now: at(10 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "one second before the period",
+			in: Input{Now: at(30*day - time.Second), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "exactly at the period rotates with overlap",
+			in: Input{Now: at(30 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerScheduled, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 31 * day}, transitions: 1, nextRotation: 60 * day, nextWake: 31 * day},
+		},
+		{
+			name: "sub-second clock is truncated to whole seconds",
+			in: Input{Now: at(30*day + 900*time.Millisecond), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerScheduled, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 31 * day}, transitions: 1, nextRotation: 60 * day, nextWake: 31 * day},
+		},
+		{
+			name: "overlap 0 expires the old key at once",
+			in: Input{Now: at(30 * day), Settings: noOverlap, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerScheduled, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired},
+				notAfter: map[string]time.Duration{"a": 30 * day}, transitions: 1, nextRotation: 60 * day, nextWake: 60 * day},
+		},
+		{
+			name: "overlap never extends a key past its own lifetime",
+			in: Input{Now: at(89*day + 12*h), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerScheduled, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 90 * day}, transitions: 1, nextRotation: 119*day + 12*h, nextWake: 90 * day},
+		},
+		{
+			name: "retiring key retires at the end of its overlap",
+			in: Input{Now: at(31 * day), Settings: monthly, CurrentKeyID: "b", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("b", v1alpha1.KeyActive, 30*day, 120*day), key("a", v1alpha1.KeyRetiring, 0, 31*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired, "b": v1alpha1.KeyActive}, transitions: 1,
+				nextRotation: 60 * day, nextWake: 60 * day},
+		},
+		{
+			name: "overlap that ended during downtime, rotation also overdue",
+			in: Input{Now: at(70 * day), Settings: monthly, CurrentKeyID: "b", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("b", v1alpha1.KeyActive, 30*day, 120*day), key("a", v1alpha1.KeyRetiring, 0, 31*day)}},
+			want: want{issue: TriggerScheduled, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired, "b": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"b": 71 * day}, transitions: 2, nextRotation: 100 * day, nextWake: 71 * day},
+		},
+		{
+			name: "current key expired during a long downtime, rotation issues a fresh one",
+			in: Input{Now: at(200 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerScheduled, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, transitions: 1,
+				nextRotation: 230 * day, nextWake: 230 * day},
+		},
+		{
+			name: "no rotation: the key expires and nothing is issued",
+			in: Input{Now: at(90 * day), Settings: noRotation, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, transitions: 1, expired: true, nextRotation: -1, nextWake: -1},
+		},
+		{
+			name: "no rotation: an expired ApiKey stays expired when its Secret goes",
+			in: Input{Now: at(100 * day), Settings: noRotation, CurrentKeyID: "a", Secret: SecretMissing,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyExpired, 0, 90*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, expired: true, nextRotation: -1, nextWake: -1},
+		},
+		{
+			name: "no rotation: a rotate request issues a fresh key after expiry",
+			in: Input{Now: at(100 * day), Settings: noRotation, CurrentKeyID: "a", Secret: SecretCurrent, RotateRequest: "x",
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyExpired, 0, 90*day)}},
+			want: want{issue: TriggerManual, handled: "x", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, nextRotation: -1, nextWake: 190 * day},
+		},
+		{
+			name: "manual rotation with the normal overlap",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent, RotateRequest: "r1",
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerManual, handled: "r1", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 6 * day}, transitions: 1, nextRotation: 35 * day, nextWake: 6 * day},
+		},
+		{
+			name: "a handled rotate request does not fire again",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent, RotateRequest: "r1", HandledRotateRequest: "r1",
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{handled: "r1", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "removing the rotate annotation does nothing",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent, HandledRotateRequest: "r1",
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{handled: "r1", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "Secret deleted: fresh key, the previous one retires after the overlap",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretMissing,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerSecretLost, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 6 * day}, transitions: 1, nextRotation: 35 * day, nextWake: 6 * day},
+		},
+		{
+			name: "Secret edited: fresh key, the previous one retires after the overlap",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretTampered,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerSecretTampered, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 6 * day}, transitions: 1, nextRotation: 35 * day, nextWake: 6 * day},
+		},
+		{
+			name: "crash after recording a rotation: the undelivered key is revoked and replaced",
+			in: Input{Now: at(30*day + time.Minute), Settings: monthly, CurrentKeyID: "b", Secret: SecretPrevious,
+				Keys: []v1alpha1.IssuedKey{key("b", v1alpha1.KeyActive, 30*day, 120*day), key("a", v1alpha1.KeyRetiring, 0, 31*day)}},
+			want: want{issue: TriggerUndelivered, states: map[string]v1alpha1.KeyState{"b": v1alpha1.KeyRevoked, "a": v1alpha1.KeyRetiring},
+				notAfter: map[string]time.Duration{"a": 31 * day}, transitions: 1, nextRotation: 60*day + time.Minute, nextWake: 31 * day},
+		},
+		{
+			name: "foreign Secret: nothing is issued",
+			in:   Input{Now: at(0), Settings: monthly, Secret: SecretForeign},
+			want: want{nextRotation: -1, nextWake: -1},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Decide(tc.in)
+			if p.Issue != tc.want.issue {
+				t.Errorf("Issue = %q, want %q", p.Issue, tc.want.issue)
+			}
+			for id, st := range tc.want.states {
+				k := find(p.Keys, id)
+				if k == nil {
+					t.Fatalf("key %s missing from plan", id)
+				}
+				if k.State != st {
+					t.Errorf("key %s state = %s, want %s", id, k.State, st)
+				}
+				if st == v1alpha1.KeyRevoked && (k.RevokedAt == nil || k.Reason != v1alpha1.RevokedUndelivered) {
+					t.Errorf("revoked key %s lacks revokedAt/reason: %+v", id, k)
+				}
+			}
+			for id, na := range tc.want.notAfter {
+				if got := find(p.Keys, id).NotAfter.Time; !got.Equal(at(na)) {
+					t.Errorf("key %s notAfter = %s, want %s", id, got.Sub(t0), na)
+				}
+			}
+			if len(p.Transitions) != tc.want.transitions {
+				t.Errorf("transitions = %+v, want %d", p.Transitions, tc.want.transitions)
+			}
+			if p.Expired != tc.want.expired {
+				t.Errorf("Expired = %v, want %v", p.Expired, tc.want.expired)
+			}
+			if p.HandledRotateRequest != tc.want.handled {
+				t.Errorf("HandledRotateRequest = %q, want %q", p.HandledRotateRequest, tc.want.handled)
+			}
+			checkTime(t, "NextRotation", p.NextRotation, tc.want.nextRotation)
+			checkTime(t, "NextWake", p.NextWake, tc.want.nextWake)
+			if !p.NextWake.IsZero() && !p.NextWake.After(p.Now) {
+				t.Errorf("NextWake %s is not after Now %s: the controller would hot-loop", p.NextWake, p.Now)
+			}
+		})
+	}
+}
+
+func TestDecideDoesNotModifyInput(t *testing.T) {
+	keys := []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}
+	Decide(Input{Now: at(30 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent, Keys: keys})
+	if keys[0].State != v1alpha1.KeyActive || !keys[0].NotAfter.Time.Equal(at(90*day)) {
+		t.Fatalf("input modified: %+v", keys[0])
+	}
+}
+
+func TestWithNewKey(t *testing.T) {
+	p := Decide(Input{Now: at(30*day + 500*time.Millisecond), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent,
+		Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}})
+	keys := p.WithNewKey("b", "sha256:b")
+	if len(keys) != 2 || keys[0].ID != "b" || keys[0].State != v1alpha1.KeyActive {
+		t.Fatalf("keys = %+v", keys)
+	}
+	if !keys[0].IssuedAt.Time.Equal(at(30*day)) || !keys[0].NotAfter.Time.Equal(at(120*day)) {
+		t.Fatalf("new key times = %s, %s", keys[0].IssuedAt, keys[0].NotAfter)
+	}
+}
+
+func TestTrim(t *testing.T) {
+	var keys []v1alpha1.IssuedKey
+	// 3 retiring keys among 20 finished ones: all valid keys are kept, oldest finished dropped.
+	keys = append(keys, key("new", v1alpha1.KeyActive, 0, day))
+	for i := 0; i < 20; i++ {
+		st := v1alpha1.KeyExpired
+		if i%7 == 0 {
+			st = v1alpha1.KeyRetiring
+		}
+		keys = append(keys, key(string(rune('a'+i)), st, 0, day))
+	}
+	out := trim(keys, 16)
+	if len(out) != 16 || out[0].ID != "new" {
+		t.Fatalf("len %d, first %s", len(out), out[0].ID)
+	}
+	for _, id := range []string{"a", "h", "o"} {
+		if find(out, id) == nil {
+			t.Errorf("retiring key %s dropped while finished keys remain", id)
+		}
+	}
+	if find(out, "t") != nil {
+		t.Error("oldest finished key kept")
+	}
+	// 20 retiring keys: the oldest retiring ones go, the active one never does.
+	keys = []v1alpha1.IssuedKey{key("new", v1alpha1.KeyActive, 0, day)}
+	for i := 0; i < 20; i++ {
+		keys = append(keys, key(string(rune('a'+i)), v1alpha1.KeyRetiring, 0, day))
+	}
+	out = trim(keys, 16)
+	if len(out) != 16 || out[0].ID != "new" || out[15].ID != "o" {
+		t.Fatalf("got %d keys, first %s, last %s", len(out), out[0].ID, out[len(out)-1].ID)
+	}
+}
+
+func TestClassifySecret(t *testing.T) {
+	keys := []v1alpha1.IssuedKey{key("b", v1alpha1.KeyActive, 0, day), key("a", v1alpha1.KeyRetiring, 0, day), key("z", v1alpha1.KeyExpired, 0, day)}
+	for _, tc := range []struct {
+		name          string
+		exists, owned bool
+		hash          string
+		want          SecretState
+	}{
+		{"missing", false, false, "", SecretMissing},
+		{"foreign", true, false, "sha256:b", SecretForeign},
+		{"current", true, true, "sha256:b", SecretCurrent},
+		{"previous", true, true, "sha256:a", SecretPrevious},
+		{"older than previous", true, true, "sha256:z", SecretTampered},
+		{"emptied", true, true, "", SecretTampered},
+		{"edited", true, true, "sha256:x", SecretTampered},
+	} {
+		if got := ClassifySecret(tc.exists, tc.owned, tc.hash, keys, "b"); got != tc.want {
+			t.Errorf("%s: got %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestEffectiveOverlap(t *testing.T) {
+	zero := time.Duration(0)
+	for _, tc := range []struct {
+		period  time.Duration
+		overlap *time.Duration
+		want    time.Duration
+	}{
+		{30 * day, nil, day},
+		{h, nil, 30 * time.Minute},
+		{30 * day, &zero, 0},
+	} {
+		if got := EffectiveOverlap(tc.period, tc.overlap); got != tc.want {
+			t.Errorf("EffectiveOverlap(%s) = %s, want %s", tc.period, got, tc.want)
+		}
+	}
+}
+
+func find(keys []v1alpha1.IssuedKey, id string) *v1alpha1.IssuedKey {
+	for i := range keys {
+		if keys[i].ID == id {
+			return &keys[i]
+		}
+	}
+	return nil
+}
+
+func checkTime(t *testing.T, name string, got time.Time, want time.Duration) {
+	t.Helper()
+	if want < 0 {
+		if !got.IsZero() {
+			t.Errorf("%s = %s, want zero", name, got.Sub(t0))
+		}
+		return
+	}
+	if !got.Equal(at(want)) {
+		t.Errorf("%s = %v, want %s", name, got.Sub(t0), want)
+	}
+}
