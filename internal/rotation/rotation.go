@@ -255,15 +255,6 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// EffectiveOverlap is the overlap used when spec.rotation.overlap is not set: the smaller of
-// v1alpha1.MaxDefaultOverlap and half the period.
-func EffectiveOverlap(period time.Duration, overlap *time.Duration) time.Duration {
-	if overlap != nil {
-		return *overlap
-	}
-	return min(v1alpha1.MaxDefaultOverlap, period/2)
-}
-
 // ClassifySecret says what the Secret holds relative to status. exists and owned describe the Secret;
 // keyHash is "sha256:<hex>" of its api-key value ("" when empty).
 func ClassifySecret(exists, owned bool, keyHash string, keys []v1alpha1.IssuedKey, currentID string) SecretState {

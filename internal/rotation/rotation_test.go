@@ -301,23 +301,6 @@ func TestClassifySecret(t *testing.T) {
 	}
 }
 
-func TestEffectiveOverlap(t *testing.T) {
-	zero := time.Duration(0)
-	for _, tc := range []struct {
-		period  time.Duration
-		overlap *time.Duration
-		want    time.Duration
-	}{
-		{30 * day, nil, day},
-		{h, nil, 30 * time.Minute},
-		{30 * day, &zero, 0},
-	} {
-		if got := EffectiveOverlap(tc.period, tc.overlap); got != tc.want {
-			t.Errorf("EffectiveOverlap(%s) = %s, want %s", tc.period, got, tc.want)
-		}
-	}
-}
-
 func find(keys []v1alpha1.IssuedKey, id string) *v1alpha1.IssuedKey {
 	for i := range keys {
 		if keys[i].ID == id {

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/keysmith-dev/keysmith/config"
+	"github.com/keysmith-dev/keysmith/internal/operator"
+)
+
+func runDev(args []string) error {
+	flags := flag.NewFlagSet("keysmith dev", flag.ContinueOnError)
+	flags.Usage = func() {
+		fmt.Fprintf(flags.Output(), "Usage: keysmith dev [flags]\n\nStarts a local control plane (etcd and kube-apiserver from --assets, built by 'make controlplane'),\ninstalls the CRDs, runs the operator and applies the samples. Ctrl-C stops everything.\n\nFlags:\n")
+		flags.PrintDefaults()
+	}
+	assets := flags.String("assets", "bin", "Directory holding kube-apiserver, etcd and kubectl.")
+	samples := flags.String("samples", "", "Directory of manifests to apply at start (default: the embedded config/samples).")
+	stateDir := flags.String("state-dir", ".dev", "Directory for the kubeconfig.")
+	o, zo := managerFlags(flags)
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
+	o.LeaderElection = false
+	if o.MetricsBindAddress == ":8080" {
+		o.MetricsBindAddress = "127.0.0.1:8080"
+	}
+	if o.HealthProbeBindAddress == ":8081" {
+		o.HealthProbeBindAddress = "127.0.0.1:8081"
+	}
+
+	crds, err := operator.CRDs()
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*assets)
+	if err != nil {
+		return err
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: abs, CRDs: crds, ErrorIfCRDPathMissing: true}
+	fmt.Println(">> starting etcd and kube-apiserver from", abs)
+	cfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("starting the control plane (run 'make controlplane' first): %w", err)
+	}
+	defer func() {
+		fmt.Println(">> stopping the control plane")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
+
+	kubeconfig, err := writeKubeconfig(env, *stateDir)
+	if err != nil {
+		return err
+	}
+	mgr, err := operator.NewManager(cfg, *o)
+	if err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	errc := make(chan error, 1)
+	go func() { errc <- mgr.Start(ctx) }()
+
+	var sampleFS fs.FS = config.Samples
+	dir := "samples"
+	if *samples != "" {
+		sampleFS, dir = os.DirFS(*samples), "."
+	}
+	if err := applySamples(ctx, mgr.GetClient(), sampleFS, dir); err != nil {
+		return err
+	}
+	kubectl := filepath.Join(abs, "kubectl")
+	fmt.Printf(`
+keysmith is running on a local control plane. In another shell:
+
+  export KUBECONFIG=%[1]s
+  %[2]s get apikeys
+  %[2]s describe apikey billing-api
+  %[2]s get secret billing-api-key -o yaml
+  %[2]s get secret billing-api-key -o jsonpath='{.data.api-key}' | base64 -d; echo
+  %[2]s annotate apikey billing-api keysmith.dev/rotate=$(date +%%s) --overwrite
+  %[2]s get events --field-selector involvedObject.kind=ApiKey
+
+Press Ctrl-C to stop everything.
+`, kubeconfig, kubectl)
+	return <-errc
+}
+
+func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
+	user, err := env.AddUser(envtest.User{Name: "keysmith-dev", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", err
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path, err := filepath.Abs(filepath.Join(dir, "kubeconfig"))
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, kc, 0o600)
+}
+
+func applySamples(ctx context.Context, c client.Client, fsys fs.FS, dir string) error {
+	objs, err := operator.Samples(fsys, dir)
+	if err != nil {
+		return err
+	}
+	for _, u := range objs {
+		// The CRD was just installed; give discovery a moment.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err = c.Create(ctx, u)
+			if err == nil || apierrors.IsAlreadyExists(err) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("applying %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+		fmt.Printf(">> applied %s %s/%s\n", u.GetKind(), u.GetNamespace(), u.GetName())
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+// Command keysmith is keysmith's single binary.
+//
+//	keysmith manager   run the operator against the cluster in KUBECONFIG (or in-cluster)
+//	keysmith dev       run the operator on a local control plane, with the samples applied
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `keysmith manages API keys as Kubernetes resources.
+
+Usage:
+  keysmith manager [flags]   run the operator (KUBECONFIG, else the in-cluster config)
+  keysmith dev [flags]       run the operator on a local control plane built by 'make controlplane'
+
+Run 'keysmith <command> -help' for the flags of a command.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "manager":
+		err = runManager(os.Args[2:])
+	case "dev":
+		err = runDev(os.Args[2:])
+	case "-h", "-help", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "keysmith: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "keysmith %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/operator"
+)
+
+// managerFlags binds the manager's flags to fs; dev reuses them.
+func managerFlags(fs *flag.FlagSet) (*operator.Options, *zap.Options) {
+	o := &operator.Options{}
+	fs.StringVar(&o.KeyPrefix, "key-prefix", keys.DefaultPrefix, "Prefix of issued keys, 2 to 8 lowercase letters or digits (keys look like <prefix>_live_...).")
+	fs.BoolVar(&o.LeaderElection, "leader-elect", true, "Elect a leader among manager replicas so that only one writes; a Lease in --leader-election-namespace.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease. Required outside a cluster; in a cluster, defaults to the Pod's namespace.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; \"0\" disables them.")
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "ApiKeys reconciled in parallel.")
+	zo := &zap.Options{}
+	zo.BindFlags(fs)
+	return o, zo
+}
+
+func runManager(args []string) error {
+	fs := flag.NewFlagSet("keysmith manager", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: keysmith manager [flags]\n\nRuns the ApiKey operator against the cluster in KUBECONFIG, else the in-cluster config.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	o, zo := managerFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := operator.NewManager(cfg, *o)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting keysmith manager", "keyPrefix", o.KeyPrefix, "leaderElection", o.LeaderElection)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,198 @@
+// Package controllers holds keysmith's reconcilers.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
+)
+
+// ControllerName names the ApiKey controller in logs, metrics and events.
+const ControllerName = "apikey"
+
+// conflictRecheck is how often an ApiKey stalled on a foreign Secret looks again. Foreign Secrets are not
+// watched (keysmith caches only its own), so this is the only way to notice the conflict going away.
+const conflictRecheck = 5 * time.Minute
+
+// ApiKeyReconciler issues, rotates and revokes the keys of ApiKeys and writes them into Secrets.
+// It is the only writer of ApiKey status and of keysmith's Secrets.
+type ApiKeyReconciler struct {
+	Client client.Client
+	// APIReader reads from the API server directly. It confirms what the label-filtered Secret cache
+	// cannot see (a foreign Secret) and re-reads a Secret before acting on a difference, since the cache
+	// may not yet show keysmith's own last write.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  recorder.EventRecorder
+	Clock     clock.PassiveClock
+	// KeyPrefix starts every issued key (for example "ks").
+	KeyPrefix string
+
+	superseded superseded
+}
+
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile moves one ApiKey one step towards its declared state. It decides with rotation.Decide and
+// writes in the order that keeps crashes safe (docs/design.md): status first, then the Secret, then status.
+func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ak := &v1alpha1.ApiKey{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ak); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.superseded.stale(ak.UID, ak.ResourceVersion) {
+		return ctrl.Result{}, nil // our own newer write is on its way through the watch
+	}
+	res, err := r.reconcile(ctx, ak)
+	if apierrors.IsConflict(err) {
+		// Someone else changed the ApiKey or Secret since it was read; the watch event for that change
+		// brings a fresh reconcile, so there is nothing to retry here.
+		log.FromContext(ctx).V(1).Info("conflict, waiting for the newer version", "reason", err.Error())
+		return ctrl.Result{}, nil
+	}
+	return res, err
+}
+
+// reconcile is Reconcile for an ApiKey read from the cache.
+func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (ctrl.Result, error) {
+	if !ak.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, ak)
+	}
+	if !controllerutil.ContainsFinalizer(ak, v1alpha1.Finalizer) {
+		// The finalizer comes before the first key, so that no key can outlive its ApiKey.
+		if err := r.addFinalizer(ctx, ak); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	now := r.Clock.Now()
+
+	settings, err := validate(ak)
+	if err != nil {
+		return ctrl.Result{}, r.stall(ctx, ak, now, v1alpha1.ReasonInvalidSpec, v1alpha1.EventInvalidSpec, err.Error())
+	}
+	secret, state, err := r.observeSecret(ctx, ak)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if state == rotation.SecretForeign {
+		msg := fmt.Sprintf("Secret %q exists and was not created by keysmith for this ApiKey; keysmith never adopts or overwrites it. Delete it or choose another spec.secretName.", ak.Spec.SecretName)
+		return ctrl.Result{RequeueAfter: conflictRecheck}, r.stall(ctx, ak, now, v1alpha1.ReasonSecretConflict, v1alpha1.EventSecretConflict, msg)
+	}
+
+	plan := rotation.Decide(rotation.Input{
+		Now: now, Settings: settings.lifecycle, Keys: ak.Status.Keys, CurrentKeyID: ak.Status.CurrentKeyID,
+		RotateRequest: ak.Annotations[v1alpha1.AnnotationRotate], HandledRotateRequest: ak.Status.HandledRotateRequest,
+		Secret: state,
+	})
+	if plan.Issue != rotation.TriggerNone {
+		if err := r.issue(ctx, ak, secret, settings, plan); err != nil {
+			return ctrl.Result{}, err
+		}
+	} else if err := r.patchStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.recordTransitions(ak, plan)
+	return requeueAt(plan.NextWake, now), nil
+}
+
+// SetupWithManager registers the controller. Secrets are watched through the manager's label-selected
+// cache (see cmd/keysmith), so foreign Secrets are never cached.
+func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(ControllerName).
+		For(&v1alpha1.ApiKey{}).
+		Owns(&corev1.Secret{}).
+		WithOptions(opts).
+		Complete(r)
+}
+
+// issue generates a key and records and delivers it: status (the key is Active before anyone can read it),
+// then the Secret, then status again only if conditions changed (the first key).
+func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secret *corev1.Secret, s effective, plan rotation.Plan) error {
+	key, err := keys.Generate(r.KeyPrefix, string(s.settings.Environment))
+	if err != nil {
+		return fmt.Errorf("generating a key: %w", err)
+	}
+	plaintext := key.String()
+	digest := keys.Sum(plaintext)
+	issued := plan.WithNewKey(digest.ID(), digest.String())
+
+	final := desiredStatus(ak, s, plan, issued)
+	recorded := final.DeepCopy()
+	if !isReady(ak) {
+		setIssuing(recorded, ak.Generation, plan.Now)
+	}
+	if err := r.patchStatus(ctx, ak, *recorded); err != nil {
+		return err
+	}
+	if err := r.writeSecret(ctx, ak, secret, plaintext, issued[0]); err != nil {
+		return err
+	}
+	if err := r.patchStatus(ctx, ak, final); err != nil {
+		return err
+	}
+	r.recordIssue(ak, plan, issued[0].ID)
+	log.FromContext(ctx).Info("issued key", "keyID", issued[0].ID, "trigger", plan.Issue)
+	return nil
+}
+
+// reconcileDelete revokes every key, deletes the Secret and then releases the ApiKey.
+func (r *ApiKeyReconciler) reconcileDelete(ctx context.Context, ak *v1alpha1.ApiKey) error {
+	if !controllerutil.ContainsFinalizer(ak, v1alpha1.Finalizer) {
+		return nil
+	}
+	now := r.Clock.Now()
+	st, revoked := revokeAll(ak, now, v1alpha1.RevokedDeleted)
+	if err := r.patchStatus(ctx, ak, st); err != nil {
+		return err
+	}
+	if len(revoked) > 0 {
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeNormal, v1alpha1.EventKeyRevoked, "Revoke",
+			"Revoked %d key(s) because the ApiKey is being deleted: %v", len(revoked), revoked)
+	}
+	if err := r.deleteSecret(ctx, ak); err != nil {
+		return err
+	}
+	return r.removeFinalizer(ctx, ak)
+}
+
+func requeueAt(wake, now time.Time) ctrl.Result {
+	if wake.IsZero() {
+		return ctrl.Result{}
+	}
+	return ctrl.Result{RequeueAfter: max(wake.Sub(now), time.Second)}
+}
+
+// stall records a user error: Ready=False, Stalled=True and one Warning event on the transition.
+// It is not returned as an error, so there is no retry storm; a spec change wakes the ApiKey again.
+func (r *ApiKeyReconciler) stall(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time, reason, event, msg string) error {
+	wasStalled := conditionIs(ak, v1alpha1.ConditionStalled, reason)
+	st := ak.Status.DeepCopy()
+	setStalled(st, ak.Generation, now, reason, msg)
+	if err := r.patchStatus(ctx, ak, *st); err != nil {
+		return err
+	}
+	if !wasStalled {
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, event, "Reconcile", "%s", msg)
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
+)
+
+// effective is an ApiKey's validated settings.
+type effective struct {
+	settings  v1alpha1.EffectiveSettings
+	lifecycle rotation.Settings
+}
+
+// validate checks the spec again before acting (admission may have been bypassed) and applies defaults.
+func validate(ak *v1alpha1.ApiKey) (effective, error) {
+	if errs := ak.Spec.Validate(); len(errs) > 0 {
+		return effective{}, errs.ToAggregate()
+	}
+	s, err := ak.Spec.Effective()
+	if err != nil {
+		return effective{}, err
+	}
+	return effective{settings: s, lifecycle: rotation.Settings{
+		Lifetime: s.ExpiresAfter.Duration,
+		Period:   v1alpha1.Get(s.RotationPeriod),
+		Overlap:  v1alpha1.Get(s.Overlap),
+	}}, nil
+}
+
+// desiredStatus is the status once the plan is carried out. issued is the key list with a new key, or nil.
+func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued []v1alpha1.IssuedKey) v1alpha1.ApiKeyStatus {
+	st := *ak.Status.DeepCopy()
+	st.Keys = plan.Keys
+	st.CurrentKeyID = plan.CurrentKeyID
+	if issued != nil {
+		st.Keys = issued
+		st.CurrentKeyID = issued[0].ID
+	}
+	st.HandledRotateRequest = plan.HandledRotateRequest
+	st.Effective = &s.settings
+	st.NextRotationAt = nil
+	if !plan.NextRotation.IsZero() {
+		st.NextRotationAt = &metav1.Time{Time: plan.NextRotation}
+	}
+	st.ObservedGeneration = ak.Generation
+	if plan.Expired {
+		setNotReady(&st, ak.Generation, plan.Now, v1alpha1.ReasonExpired,
+			"The current key has expired and rotation is not configured. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key.")
+		return st
+	}
+	current := st.CurrentKeyID
+	msg := fmt.Sprintf("Key %s is active", current)
+	if st.NextRotationAt != nil {
+		msg += fmt.Sprintf("; next rotation at %s", st.NextRotationAt.UTC().Format(time.RFC3339))
+	} else if k := findKey(st.Keys, current); k != nil {
+		msg += fmt.Sprintf("; it expires at %s", k.NotAfter.UTC().Format(time.RFC3339))
+	}
+	setReady(&st, ak.Generation, plan.Now, msg)
+	return st
+}
+
+// revokeAll returns the status with every valid key revoked for reason, and the ids it revoked.
+func revokeAll(ak *v1alpha1.ApiKey, now time.Time, reason string) (v1alpha1.ApiKeyStatus, []string) {
+	st := *ak.Status.DeepCopy()
+	at := metav1.Time{Time: now.Truncate(time.Second)}
+	var ids []string
+	for i := range st.Keys {
+		k := &st.Keys[i]
+		if k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring {
+			k.State, k.RevokedAt, k.Reason = v1alpha1.KeyRevoked, &at, reason
+			ids = append(ids, k.ID)
+		}
+	}
+	setNotReady(&st, ak.Generation, now, v1alpha1.ReasonDeleting, "The ApiKey is being deleted; its keys are revoked")
+	return st, ids
+}
+
+// patchStatus writes status when it differs, with optimistic locking: a conflict means another writer (or
+// a stale cache) got there first, and the request is retried against fresher state.
+func (r *ApiKeyReconciler) patchStatus(ctx context.Context, ak *v1alpha1.ApiKey, st v1alpha1.ApiKeyStatus) error {
+	if equality.Semantic.DeepEqual(ak.Status, st) {
+		return nil
+	}
+	base := ak.DeepCopy()
+	ak.Status = st
+	return r.patch(ctx, base, ak, r.Client.Status())
+}
+
+// patch writes obj (the ApiKey or its status) as a merge patch from base with optimistic locking, and
+// remembers base's resourceVersion as superseded.
+func (r *ApiKeyReconciler) patch(ctx context.Context, base, obj *v1alpha1.ApiKey, w client.SubResourceWriter) error {
+	var err error
+	p := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
+	if w != nil {
+		err = w.Patch(ctx, obj, p)
+	} else {
+		err = r.Client.Patch(ctx, obj, p)
+	}
+	if err == nil {
+		r.superseded.add(obj.UID, base.ResourceVersion)
+	}
+	return err
+}
+
+func findKey(ks []v1alpha1.IssuedKey, id string) *v1alpha1.IssuedKey {
+	for i := range ks {
+		if ks[i].ID == id {
+			return &ks[i]
+		}
+	}
+	return nil
+}
+
+// Condition setters. They are pure: they only change the status they are given.
+
+func condition(typ string, status metav1.ConditionStatus, reason, msg string, gen int64, now time.Time) metav1.Condition {
+	return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+		LastTransitionTime: metav1.Time{Time: now.Truncate(time.Second)}}
+}
+
+// setConditions sets Ready, Reconciling and Stalled together, so that they never contradict each other.
+// The message goes on Ready and on whichever of Reconciling or Stalled is True.
+func setConditions(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time, ready, reconciling, stalled bool, reason, msg string) {
+	for _, c := range []struct {
+		typ string
+		on  bool
+	}{{v1alpha1.ConditionReady, ready}, {v1alpha1.ConditionReconciling, reconciling}, {v1alpha1.ConditionStalled, stalled}} {
+		status, m := metav1.ConditionFalse, ""
+		if c.on {
+			status = metav1.ConditionTrue
+		}
+		if c.on || c.typ == v1alpha1.ConditionReady {
+			m = msg
+		}
+		meta.SetStatusCondition(&st.Conditions, condition(c.typ, status, reason, m, gen, now))
+	}
+}
+
+func setReady(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time, msg string) {
+	setConditions(st, gen, now, true, false, false, v1alpha1.ReasonKeyActive, msg)
+}
+
+func setNotReady(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time, reason, msg string) {
+	setConditions(st, gen, now, false, false, false, reason, msg)
+}
+
+func setIssuing(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time) {
+	setConditions(st, gen, now, false, true, false, v1alpha1.ReasonIssuing, "Issuing the first key")
+}
+
+func setStalled(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time, reason, msg string) {
+	st.ObservedGeneration = gen
+	setConditions(st, gen, now, false, false, true, reason, msg)
+}
+
+func isReady(ak *v1alpha1.ApiKey) bool {
+	return meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionReady)
+}
+
+func conditionIs(ak *v1alpha1.ApiKey, typ, reason string) bool {
+	c := meta.FindStatusCondition(ak.Status.Conditions, typ)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason
+}

@@ -1,0 +1,116 @@
+// Package operator assembles keysmith's controller manager: the scheme, the caches (keysmith's own Secrets
+// only, managed fields stripped) and the controllers. cmd/keysmith, `keysmith dev` and the test suites all
+// build the manager here, so that tests run what users run.
+package operator
+
+import (
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/controllers"
+	"github.com/keysmith-dev/keysmith/internal/keys"
+)
+
+// Options configure the manager. Zero values are the production defaults where one exists.
+type Options struct {
+	KeyPrefix               string
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	MetricsBindAddress      string
+	HealthProbeBindAddress  string
+	MaxConcurrentReconciles int
+	// Clock is injected by tests; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+// LeaderElectionID is the name of the Lease the manager replicas compete for.
+const LeaderElectionID = "keysmith-manager.keysmith.dev"
+
+// Scheme returns a scheme with the Kubernetes types and keysmith's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// SecretSelector selects the Secrets keysmith caches and watches: the ones it labelled as its own.
+func SecretSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})
+}
+
+// NewManager builds the manager and registers keysmith's controllers.
+func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = keys.DefaultPrefix
+	}
+	if err := keys.ValidatePrefix(o.KeyPrefix); err != nil {
+		return nil, fmt.Errorf("--key-prefix %q: %w", o.KeyPrefix, err)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.MaxConcurrentReconciles < 1 {
+		o.MaxConcurrentReconciles = 1
+	}
+	scheme := Scheme()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Label: SecretSelector()},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := &controllers.ApiKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    scheme,
+		Recorder:  mgr.GetEventRecorder("keysmith"),
+		Clock:     o.Clock,
+		KeyPrefix: o.KeyPrefix,
+	}
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return fmt.Errorf("informers not synced")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
