@@ -1,0 +1,148 @@
+// Package testenv starts keysmith's test control plane (envtest with the kube-apiserver and etcd that
+// `make controlplane` builds) and provides the instruments the suites share: a counter of API writes
+// and a capture of everything logged, so that tests can check write budgets and scan for key material.
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/keysmith-dev/keysmith/internal/operator"
+)
+
+// Start starts etcd and kube-apiserver with keysmith's CRDs installed.
+func Start() (*envtest.Environment, *rest.Config, error) {
+	crds, err := operator.CRDs()
+	if err != nil {
+		return nil, nil, err
+	}
+	assets, err := Assets()
+	if err != nil {
+		return nil, nil, err
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets, CRDs: crds, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting envtest from %s: %w", assets, err)
+	}
+	return env, cfg, nil
+}
+
+// Assets returns the directory with kube-apiserver and etcd: KUBEBUILDER_ASSETS, else bin/ at the
+// module root.
+func Assets() (string, error) {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "hack", "controlplane.sh")); err == nil {
+				return filepath.Join(dir, "bin"), nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no KUBEBUILDER_ASSETS and no module root found; run 'make controlplane'")
+		}
+		dir = parent
+	}
+}
+
+// Write is one mutating request seen by a WriteCounter.
+type Write struct {
+	Verb      string
+	Namespace string
+	// Resource is the resource and subresource, for example "apikeys/status".
+	Resource string
+}
+
+func (w Write) String() string { return w.Verb + " " + w.Resource }
+
+// WriteCounter records the mutating requests a client sends. Install it with Wrap.
+type WriteCounter struct {
+	mu     sync.Mutex
+	writes []Write
+}
+
+// Wrap installs the counter on cfg's transport.
+func (c *WriteCounter) Wrap(cfg *rest.Config) {
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if req.Method != http.MethodGet && req.Method != http.MethodHead && req.Method != http.MethodOptions {
+				c.record(req)
+			}
+			return rt.RoundTrip(req)
+		})
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (c *WriteCounter) record(req *http.Request) {
+	w := Write{Verb: req.Method}
+	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	for i := 0; i < len(parts); i++ {
+		if parts[i] == "namespaces" && i+2 < len(parts) {
+			w.Namespace = parts[i+1]
+			rest := parts[i+2:]
+			// resource[/name[/subresource]]
+			w.Resource = rest[0]
+			if len(rest) > 2 {
+				w.Resource += "/" + rest[2]
+			}
+			break
+		}
+	}
+	if w.Resource == "" && len(parts) > 0 {
+		w.Resource = parts[len(parts)-1]
+	}
+	c.mu.Lock()
+	c.writes = append(c.writes, w)
+	c.mu.Unlock()
+}
+
+// In returns the writes to namespace ns other than events, in order.
+func (c *WriteCounter) In(ns string) []Write {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Write
+	for _, w := range c.writes {
+		if w.Namespace == ns && w.Resource != "events" {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// Buffer is a goroutine-safe log sink that keeps everything written to it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
