@@ -46,8 +46,8 @@ type ApiKeyReconciler struct {
 	superseded superseded
 }
 
-// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/status,verbs=get;patch
 // +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

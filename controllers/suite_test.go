@@ -5,6 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"os"
+	"path/filepath"
+	"sigs.k8s.io/yaml"
 	"strings"
 	"sync"
 	"testing"
@@ -12,13 +17,13 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	"go.uber.org/zap/zapcore"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -62,6 +67,12 @@ var _ = BeforeSuite(func() {
 	clk = clocktesting.NewFakeClock(time.Now().UTC().Truncate(time.Second))
 	mgrCfg := *cfg
 	writes.Wrap(&mgrCfg)
+	// The manager runs with exactly the permissions of config/rbac/role.yaml, as in a cluster.
+	mgrCfg.Impersonate = rest.ImpersonationConfig{UserName: grantManagerRole()}
+	restricted, err := client.New(&mgrCfg, client.Options{Scheme: operator.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+	err = restricted.List(context.Background(), &corev1.ConfigMapList{})
+	Expect(apierrors.IsForbidden(err)).To(BeTrue(), "RBAC is enforced for the manager: %v", err)
 	mgr, err := operator.NewManager(&mgrCfg, operator.Options{
 		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: 4, Clock: clk,
 	})
@@ -242,4 +253,22 @@ func scanForKeyMaterial() {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(containsAnyKey(string(b))).To(BeFalse(), "a key appears in an ApiKey")
 	GinkgoWriter.Printf("leak scan: %d keys searched in %d bytes of logs, %d events, %d ApiKeys: none found\n", n, len(logs.String()), len(evs.Items), len(aks.Items))
+}
+
+// grantManagerRole installs the generated ClusterRole (config/rbac/role.yaml), binds it to a user and
+// returns that user's name.
+func grantManagerRole() string {
+	const user = "keysmith-manager-under-test"
+	b, err := os.ReadFile(filepath.Join("..", "config", "rbac", "role.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	role := &rbacv1.ClusterRole{}
+	Expect(yaml.Unmarshal(b, role)).To(Succeed())
+	ctx := context.Background()
+	Expect(k8s.Create(ctx, role)).To(Succeed())
+	Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
+	})).To(Succeed())
+	return user
 }
