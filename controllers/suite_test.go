@@ -1,6 +1,8 @@
 package controllers_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -272,3 +274,5 @@ func grantManagerRole() string {
 	})).To(Succeed())
 	return user
 }
+
+func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }

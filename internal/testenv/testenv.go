@@ -66,9 +66,16 @@ type Write struct {
 	Namespace string
 	// Resource is the resource and subresource, for example "apikeys/status".
 	Resource string
+	// Code is the HTTP status of the response (0 when the request failed without one).
+	Code int
 }
 
-func (w Write) String() string { return w.Verb + " " + w.Resource }
+func (w Write) String() string {
+	if w.Code >= 300 || w.Code == 0 {
+		return fmt.Sprintf("%s %s (%d)", w.Verb, w.Resource, w.Code)
+	}
+	return w.Verb + " " + w.Resource
+}
 
 // WriteCounter records the mutating requests a client sends. Install it with Wrap.
 type WriteCounter struct {
@@ -80,10 +87,15 @@ type WriteCounter struct {
 func (c *WriteCounter) Wrap(cfg *rest.Config) {
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
 			if req.Method != http.MethodGet && req.Method != http.MethodHead && req.Method != http.MethodOptions {
-				c.record(req)
+				code := 0
+				if resp != nil {
+					code = resp.StatusCode
+				}
+				c.record(req, code)
 			}
-			return rt.RoundTrip(req)
+			return resp, err
 		})
 	})
 }
@@ -92,8 +104,8 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func (c *WriteCounter) record(req *http.Request) {
-	w := Write{Verb: req.Method}
+func (c *WriteCounter) record(req *http.Request, code int) {
+	w := Write{Verb: req.Method, Code: code}
 	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	for i := 0; i < len(parts); i++ {
 		if parts[i] == "namespaces" && i+2 < len(parts) {
@@ -115,13 +127,24 @@ func (c *WriteCounter) record(req *http.Request) {
 	c.mu.Unlock()
 }
 
-// In returns the writes to namespace ns other than events, in order.
+// In returns the writes to namespace ns that the API server carried out (2xx), other than events, in order.
+// Requests it refused, such as a patch that lost an optimistic-lock race (409), changed nothing and are
+// listed by Attempts.
 func (c *WriteCounter) In(ns string) []Write {
+	return c.filter(ns, true)
+}
+
+// Attempts returns every mutating request to namespace ns other than events, refused ones included.
+func (c *WriteCounter) Attempts(ns string) []Write {
+	return c.filter(ns, false)
+}
+
+func (c *WriteCounter) filter(ns string, succeededOnly bool) []Write {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []Write
 	for _, w := range c.writes {
-		if w.Namespace == ns && w.Resource != "events" {
+		if w.Namespace == ns && w.Resource != "events" && (!succeededOnly || (w.Code >= 200 && w.Code < 300)) {
 			out = append(out, w)
 		}
 	}
