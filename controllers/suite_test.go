@@ -46,7 +46,6 @@ var (
 	clk     *clocktesting.FakeClock
 	writes  testenv.WriteCounter // the manager's writes only
 	logs    testenv.Buffer       // everything the manager logged
-	cancel  context.CancelFunc
 	stopped chan struct{}
 
 	// Every plaintext key the tests saw in a Secret; no log, event or status may contain any of them.
@@ -79,31 +78,28 @@ var _ = BeforeSuite(func() {
 		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: 4, Clock: clk,
 	})
 	Expect(err).NotTo(HaveOccurred())
-	var ctx context.Context
-	ctx, cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	stopped = make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
 		defer close(stopped)
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
+	DeferCleanup(func() { // runs even when a spec or AfterSuite fails, so no control plane is left behind
+		cancel()
+		<-stopped
+	})
 })
 
 var _ = AfterSuite(func() {
 	scanForKeyMaterial()
-	if cancel != nil {
-		cancel()
-		<-stopped
-	}
-	if env != nil {
-		Expect(env.Stop()).To(Succeed())
-	}
 })
 
 func mustStart() *rest.Config {
 	e, cfg, err := testenv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	env = e
+	DeferCleanup(func() { Expect(env.Stop()).To(Succeed()) })
 	return cfg
 }
 
