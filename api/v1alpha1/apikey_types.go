@@ -123,6 +123,10 @@ type IssuedKey struct {
 	// Reason says why the key was revoked.
 	// +optional
 	Reason string `json:"reason,omitempty"`
+	// LastUsedAt is the newest verification that accepted this key, as reported by the verifiers
+	// (flushed at most once per key per interval, never moved back).
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
 // EffectiveSettings are the values keysmith applies after defaults.
@@ -161,6 +165,10 @@ type ApiKeyStatus struct {
 	// +optional
 	HandledRotateRequest string `json:"handledRotateRequest,omitempty"`
 
+	// LastUsedAt is the newest use of any of this ApiKey's keys.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
 	// Keys issued for this ApiKey, newest first, at most 16.
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
@@ -175,6 +183,7 @@ type ApiKeyStatus struct {
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.currentKeyID`
 // +kubebuilder:printcolumn:name="Rotates",type=string,JSONPath=`.status.nextRotationAt`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Secret",type=string,priority=1,JSONPath=`.spec.secretName`

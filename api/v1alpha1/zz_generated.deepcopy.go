@@ -122,6 +122,10 @@ func (in *ApiKeyStatus) DeepCopyInto(out *ApiKeyStatus) {
 		*out = new(EffectiveSettings)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.LastUsedAt != nil {
+		in, out := &in.LastUsedAt, &out.LastUsedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.Keys != nil {
 		in, out := &in.Keys, &out.Keys
 		*out = make([]IssuedKey, len(*in))
@@ -174,6 +178,10 @@ func (in *IssuedKey) DeepCopyInto(out *IssuedKey) {
 	in.NotAfter.DeepCopyInto(&out.NotAfter)
 	if in.RevokedAt != nil {
 		in, out := &in.RevokedAt, &out.RevokedAt
+		*out = (*in).DeepCopy()
+	}
+	if in.LastUsedAt != nil {
+		in, out := &in.LastUsedAt, &out.LastUsedAt
 		*out = (*in).DeepCopy()
 	}
 }

@@ -40,6 +40,18 @@ func runDev(args []string) error {
 	if o.HealthProbeBindAddress == ":8081" {
 		o.HealthProbeBindAddress = "127.0.0.1:8081"
 	}
+	if o.Verify.HTTPAddress == ":8083" {
+		o.Verify.HTTPAddress = "127.0.0.1:8083"
+	}
+	if o.Verify.GRPCAddress == ":8084" {
+		o.Verify.GRPCAddress = "127.0.0.1:8084"
+	}
+	if o.Verify.AuditSink == "stdout" {
+		o.Verify.AuditSink = filepath.Join(*stateDir, "audit.log")
+	}
+	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+		return err
+	}
 
 	crds, err := operator.CRDs()
 	if err != nil {
@@ -94,8 +106,14 @@ keysmith is running on a local control plane. In another shell:
   %[2]s annotate apikey billing-api keysmith.dev/rotate=$(date +%%s) --overwrite
   %[2]s get events --field-selector involvedObject.kind=ApiKey
 
+Verify the sample key (the verifier runs in the operator; audit records go to %[4]s):
+
+  KEY=$(%[2]s get secret billing-api-key -o jsonpath='{.data.api-key}' | base64 -d)
+  curl -s http://%[3]s/v1/verify -d "{\"key\":\"$KEY\",\"scopes\":[\"users:read\"]}"; echo
+  curl -si http://%[3]s/authz -H "Authorization: Bearer $KEY" -H "X-Required-Scopes: roles:manage"
+
 Press Ctrl-C to stop everything.
-`, kubeconfig, kubectl)
+`, kubeconfig, kubectl, mgr.Verifier.HTTPAddr(), o.Verify.AuditSink)
 	return <-errc
 }
 

@@ -1,6 +1,7 @@
 // Command keysmith is keysmith's single binary.
 //
-//	keysmith manager   run the operator against the cluster in KUBECONFIG (or in-cluster)
+//	keysmith manager   run the operator and the verifier against the cluster in KUBECONFIG (or in-cluster)
+//	keysmith verifier  run only the verification service, for a dedicated, horizontally scaled Deployment
 //	keysmith dev       run the operator on a local control plane, with the samples applied
 package main
 
@@ -14,7 +15,8 @@ import (
 const usage = `keysmith manages API keys as Kubernetes resources.
 
 Usage:
-  keysmith manager [flags]   run the operator (KUBECONFIG, else the in-cluster config)
+  keysmith manager [flags]   run the operator and the verifier (KUBECONFIG, else the in-cluster config)
+  keysmith verifier [flags]  run only the verification service (a dedicated Deployment)
   keysmith dev [flags]       run the operator on a local control plane built by 'make controlplane'
 
 Run 'keysmith <command> -help' for the flags of a command.
@@ -29,6 +31,8 @@ func main() {
 	switch os.Args[1] {
 	case "manager":
 		err = runManager(os.Args[2:])
+	case "verifier":
+		err = runVerifier(os.Args[2:])
 	case "dev":
 		err = runDev(os.Args[2:])
 	case "-h", "-help", "--help", "help":

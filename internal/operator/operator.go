@@ -23,6 +23,7 @@ import (
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/controllers"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
 // Options configure the manager. Zero values are the production defaults where one exists.
@@ -35,6 +36,15 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// Clock is injected by tests; nil means the real clock.
 	Clock clock.PassiveClock
+	// Verify configures the verification service that runs on every replica.
+	Verify verify.Options
+}
+
+// Manager is a controller-runtime manager with keysmith's parts registered.
+type Manager struct {
+	ctrl.Manager
+	// Verifier is the verification service running in this manager.
+	Verifier *verify.Verifier
 }
 
 // LeaderElectionID is the name of the Lease the manager replicas compete for.
@@ -57,8 +67,8 @@ func SecretSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})
 }
 
-// NewManager builds the manager and registers keysmith's controllers.
-func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+// NewManager builds the manager and registers keysmith's controller and the verifier.
+func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = keys.DefaultPrefix
 	}
@@ -71,6 +81,11 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.MaxConcurrentReconciles < 1 {
 		o.MaxConcurrentReconciles = 1
 	}
+	o.Verify.Clock = o.Clock
+	v, err := verify.New(o.Verify)
+	if err != nil {
+		return nil, err
+	}
 	scheme := Scheme()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
@@ -81,7 +96,8 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
+			DefaultTransform:         cache.TransformStripManagedFields(),
+			DefaultWatchErrorHandler: v.WatchErrorHandler,
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Secret{}: {Label: SecretSelector()},
 			},
@@ -101,16 +117,67 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+	if err := addProbes(mgr); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+	if err := v.Attach(mgr); err != nil {
+		return nil, err
+	}
+	return &Manager{Manager: mgr, Verifier: v}, nil
+}
+
+// VerifierOptions configure the standalone verifier (`keysmith verifier`).
+type VerifierOptions struct {
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	Verify                 verify.Options
+}
+
+// NewVerifierManager builds a manager that only verifies: no controller, no leader election, no Secret
+// access; its cache holds only the ApiKeys in the verifier's scope.
+func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
+	v, err := verify.New(o.Verify)
+	if err != nil {
+		return nil, err
+	}
+	scope := v.Scope()
+	byObject := cache.ByObject{Label: scope.Selector}
+	if len(scope.Namespaces) > 0 {
+		byObject.Namespaces = map[string]cache.Config{}
+		for _, ns := range scope.Namespaces {
+			byObject.Namespaces[ns] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		Cache: cache.Options{
+			DefaultTransform:         cache.TransformStripManagedFields(),
+			DefaultWatchErrorHandler: v.WatchErrorHandler,
+			ByObject:                 map[client.Object]cache.ByObject{&v1alpha1.ApiKey{}: byObject},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := addProbes(mgr); err != nil {
+		return nil, err
+	}
+	if err := v.Attach(mgr); err != nil {
+		return nil, err
+	}
+	return &Manager{Manager: mgr, Verifier: v}, nil
+}
+
+func addProbes(mgr ctrl.Manager) error {
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("informers", func(req *http.Request) error {
 		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
 			return fmt.Errorf("informers not synced")
 		}
 		return nil
-	}); err != nil {
-		return nil, err
-	}
-	return mgr, nil
+	})
 }

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/keysmith-dev/keysmith/internal/operator"
+)
+
+func runVerifier(args []string) error {
+	fs := flag.NewFlagSet("keysmith verifier", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: keysmith verifier [flags]\n\nRuns only the verification service (no controller, no leader election, no Secret access), for a\ndedicated Deployment that scales horizontally. Needs get/list/watch on apikeys and patch on apikeys/status.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	o := operator.VerifierOptions{}
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; \"0\" disables them.")
+	o.Verify.BindFlags(fs)
+	zo := &zap.Options{}
+	zo.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := operator.NewVerifierManager(cfg, o)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting keysmith verifier", "http", mgr.Verifier.HTTPAddr(), "grpc", mgr.Verifier.GRPCAddr())
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,361 @@
+package verify
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+// Options configure the verifier. The same flags exist on `keysmith manager` and `keysmith verifier`.
+type Options struct {
+	HTTPAddress   string
+	GRPCAddress   string
+	TLSCertFile   string
+	TLSKeyFile    string
+	Namespaces    string // comma separated
+	LabelSelector string
+	FlushInterval time.Duration
+	AuditSink     string
+	AuditQueue    int
+	MaxStaleness  time.Duration
+	// Clock is injected by tests; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+// BindFlags registers the verifier's flags on fs, storing into o.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.HTTPAddress, "verify-http-address", ":8083", "Address of the verification HTTP API (/v1/verify, /authz); \"0\" disables it.")
+	fs.StringVar(&o.GRPCAddress, "verify-grpc-address", ":8084", "Address of the Envoy ext_authz gRPC API; \"0\" disables it.")
+	fs.StringVar(&o.TLSCertFile, "verify-tls-cert-file", "", "TLS certificate for both verification APIs (PEM); reloaded when it changes. Plain text when unset.")
+	fs.StringVar(&o.TLSKeyFile, "verify-tls-key-file", "", "TLS private key matching --verify-tls-cert-file.")
+	fs.StringVar(&o.Namespaces, "verify-namespaces", "", "Comma-separated namespaces whose ApiKeys are served; empty serves all.")
+	fs.StringVar(&o.LabelSelector, "verify-label-selector", "", "Label selector of the ApiKeys served (for example team=payments); empty serves all.")
+	fs.DurationVar(&o.FlushInterval, "verify-last-used-flush-interval", time.Minute, "How often lastUsedAt is written to ApiKey status (at most once per key per interval).")
+	fs.StringVar(&o.AuditSink, "verify-audit-sink", "stdout", "Where audit records go, one JSON line per decision: stdout, or a file path (appended).")
+	fs.IntVar(&o.AuditQueue, "verify-audit-queue", 65536, "Audit records buffered before new ones are dropped (and counted in keysmith_verify_audit_dropped_total).")
+	fs.DurationVar(&o.MaxStaleness, "verify-max-staleness", 30*time.Second, "How long the verifier keeps answering from its index while its ApiKey watch is broken; after that every check gets 503.")
+}
+
+// Verifier is the verification service wired into a controller-runtime manager.
+type Verifier struct {
+	Index   *MemoryIndex
+	Service *Service
+	opts    Options
+	httpLn  net.Listener
+	grpcLn  net.Listener
+	audit   io.Closer
+}
+
+// New prepares a verifier. Call WatchErrorHandler when building the manager's cache and Attach once the
+// manager exists.
+func New(o Options) (*Verifier, error) {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	scope := Scope{}
+	for _, ns := range strings.Split(o.Namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			scope.Namespaces = append(scope.Namespaces, ns)
+		}
+	}
+	if o.LabelSelector != "" {
+		sel, err := labels.Parse(o.LabelSelector)
+		if err != nil {
+			return nil, fmt.Errorf("--verify-label-selector: %w", err)
+		}
+		scope.Selector = sel
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		return nil, errors.New("--verify-tls-cert-file and --verify-tls-key-file go together")
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = time.Minute
+	}
+	if o.MaxStaleness <= 0 {
+		o.MaxStaleness = 30 * time.Second
+	}
+	if o.AuditQueue <= 0 {
+		o.AuditQueue = 65536
+	}
+	v := &Verifier{opts: o}
+	v.Index = NewMemoryIndex(scope, o.Clock, func() bool { return false }, o.MaxStaleness)
+	return v, nil
+}
+
+// Scope returns the namespaces and label selector served, for scoping the manager's ApiKey cache.
+func (v *Verifier) Scope() Scope { return v.Index.scope }
+
+// WatchErrorHandler starts the staleness clock when the ApiKey watch fails, then does what client-go
+// does by default (log and back off).
+func (v *Verifier) WatchErrorHandler(ctx context.Context, r *toolscache.Reflector, err error) {
+	if strings.Contains(r.TypeDescription(), "ApiKey") {
+		v.Index.WatchBroken()
+	}
+	toolscache.DefaultWatchErrorHandler(ctx, r, err)
+}
+
+// Attach feeds the index from the manager's ApiKey informer and adds the servers, the audit writer, the
+// last-used flusher and the staleness probe to the manager. None of them needs leader election: every
+// replica verifies.
+func (v *Verifier) Attach(mgr ctrl.Manager) error {
+	log := ctrl.Log.WithName("verifier")
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &v1alpha1.ApiKey{})
+	if err != nil {
+		return err
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { v.upsert(obj) },
+		UpdateFunc: func(_, obj any) { v.upsert(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if ak, ok := obj.(*v1alpha1.ApiKey); ok {
+				v.Index.Delete(types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name})
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	v.Index.synced = reg.HasSynced
+
+	metrics := NewMetrics(ctrlmetrics.Registry, func() float64 { return float64(v.Index.Len()) })
+	sink, closer, err := openSink(v.opts.AuditSink)
+	if err != nil {
+		return err
+	}
+	v.audit = closer
+	auditor := NewAuditor(sink, v.opts.AuditQueue, log.WithName("audit"), metrics.AuditDropped)
+	v.Service = &Service{Index: v.Index, Clock: v.opts.Clock, Audit: auditor, Metrics: metrics}
+
+	tlsConfig, err := v.tlsConfig(log)
+	if err != nil {
+		return err
+	}
+	runnables := []func(context.Context) error{
+		func(ctx context.Context) error {
+			err := auditor.Run(ctx)
+			if v.audit != nil {
+				_ = v.audit.Close()
+			}
+			return err
+		},
+		(&Flusher{Index: v.Index, Reader: mgr.GetCache(), Client: mgr.GetClient(), Interval: v.opts.FlushInterval, Log: log.WithName("last-used")}).Start,
+		func(ctx context.Context) error {
+			v.Index.Probe(ctx, 2*time.Second, func(ctx context.Context) error {
+				return mgr.GetAPIReader().List(ctx, &v1alpha1.ApiKeyList{}, client.Limit(1))
+			})
+			return nil
+		},
+	}
+	if v.opts.HTTPAddress != "0" && v.opts.HTTPAddress != "" {
+		if v.httpLn, err = net.Listen("tcp", v.opts.HTTPAddress); err != nil {
+			return fmt.Errorf("--verify-http-address: %w", err)
+		}
+		runnables = append(runnables, v.serveHTTP(tlsConfig, log))
+	}
+	if v.opts.GRPCAddress != "0" && v.opts.GRPCAddress != "" {
+		if v.grpcLn, err = net.Listen("tcp", v.opts.GRPCAddress); err != nil {
+			return fmt.Errorf("--verify-grpc-address: %w", err)
+		}
+		runnables = append(runnables, v.serveGRPC(tlsConfig, log))
+	}
+	for _, r := range runnables {
+		if err := mgr.Add(everyReplica(r)); err != nil {
+			return err
+		}
+	}
+	return mgr.AddReadyzCheck("verifier-index", func(*http.Request) error { return v.Index.Ready() })
+}
+
+func (v *Verifier) upsert(obj any) {
+	if ak, ok := obj.(*v1alpha1.ApiKey); ok {
+		v.Index.Upsert(ak)
+	}
+}
+
+// HTTPAddr and GRPCAddr return the bound addresses (useful with port 0).
+func (v *Verifier) HTTPAddr() string { return addrOf(v.httpLn) }
+func (v *Verifier) GRPCAddr() string { return addrOf(v.grpcLn) }
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+func (v *Verifier) serveHTTP(tlsConfig *tls.Config, log logr.Logger) func(context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("/", v.Service.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := v.Index.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	srv := &http.Server{Handler: mux, TLSConfig: tlsConfig, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	return func(ctx context.Context) error {
+		log.Info("serving verification HTTP API", "address", v.HTTPAddr(), "tls", tlsConfig != nil)
+		errc := make(chan error, 1)
+		go func() {
+			if tlsConfig != nil {
+				errc <- srv.ServeTLS(v.httpLn, "", "")
+			} else {
+				errc <- srv.Serve(v.httpLn)
+			}
+		}()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		}
+	}
+}
+
+func (v *Verifier) serveGRPC(tlsConfig *tls.Config, log logr.Logger) func(context.Context) error {
+	var opts []grpc.ServerOption
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	srv := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(srv, &ExtAuthz{Service: v.Service})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	return func(ctx context.Context) error {
+		log.Info("serving Envoy ext_authz gRPC API", "address", v.GRPCAddr(), "tls", tlsConfig != nil)
+		go func() { // report readiness to gRPC health checks (Envoy can use them)
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				st := healthpb.HealthCheckResponse_SERVING
+				if v.Index.Ready() != nil {
+					st = healthpb.HealthCheckResponse_NOT_SERVING
+				}
+				hs.SetServingStatus("", st)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(v.grpcLn) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			stopped := make(chan struct{})
+			go func() { srv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(10 * time.Second):
+				srv.Stop()
+			}
+			return nil
+		}
+	}
+}
+
+// everyReplica wraps a function as a manager runnable that runs on every replica, leader or not.
+type everyReplica func(context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (f everyReplica) NeedLeaderElection() bool       { return false }
+
+func openSink(sink string) (io.Writer, io.Closer, error) {
+	switch sink {
+	case "", "stdout":
+		return os.Stdout, nil, nil
+	default:
+		f, err := os.OpenFile(sink, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--verify-audit-sink: %w", err)
+		}
+		return f, f, nil
+	}
+}
+
+// tlsConfig returns nil for plain text, else a config whose certificate is reloaded from disk when the
+// files change (checked at most every 10 seconds, on handshakes).
+func (v *Verifier) tlsConfig(log logr.Logger) (*tls.Config, error) {
+	if v.opts.TLSCertFile == "" {
+		return nil, nil
+	}
+	r := &certReloader{certFile: v.opts.TLSCertFile, keyFile: v.opts.TLSKeyFile, log: log}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.get, NextProtos: []string{"h2", "http/1.1"}}, nil
+}
+
+type certReloader struct {
+	certFile, keyFile string
+	log               logr.Logger
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	modTime time.Time
+	checked time.Time
+}
+
+func (r *certReloader) load() error {
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("loading the verifier's TLS certificate: %w", err)
+	}
+	st, err := os.Stat(r.certFile)
+	if err != nil {
+		return err
+	}
+	r.cert, r.modTime = &cert, st.ModTime()
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) > 10*time.Second {
+		r.checked = time.Now()
+		if st, err := os.Stat(r.certFile); err == nil && !st.ModTime().Equal(r.modTime) {
+			if err := r.load(); err != nil {
+				r.log.Error(err, "reloading the TLS certificate; keeping the previous one")
+			} else {
+				r.log.Info("reloaded the TLS certificate")
+			}
+		}
+	}
+	return r.cert, nil
+}
