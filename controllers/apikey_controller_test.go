@@ -162,7 +162,7 @@ var _ = Describe("ApiKey", func() {
 
 		old := keyByID(second, first.Status.CurrentKeyID)
 		Expect(old.State).To(Equal(v1alpha1.KeyRetiring))
-		Expect(old.NotAfter.Time).To(BeTemporally("==", rotatedAt.Add(10 * time.Minute)))
+		Expect(old.NotAfter.Time).To(BeTemporally("==", rotatedAt.Add(10*time.Minute)))
 		Expect(second.Status.Keys[0].ID).To(Equal(second.Status.CurrentKeyID), "newest first")
 		Expect(second.Status.NextRotationAt.Time).To(BeTemporally("==", rotatedAt.Add(time.Hour)))
 		Eventually(func() int { return countReason(ns, "rot", v1alpha1.EventKeyRotated) }, eventually, poll).Should(Equal(1))

@@ -293,7 +293,7 @@ func (v *Verifier) serveGRPC(tlsConfig *tls.Config, log logr.Logger) func(contex
 type everyReplica func(context.Context) error
 
 func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
-func (f everyReplica) NeedLeaderElection() bool       { return false }
+func (f everyReplica) NeedLeaderElection() bool        { return false }
 
 func openSink(sink string) (io.Writer, io.Closer, error) {
 	switch sink {
