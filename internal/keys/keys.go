@@ -137,8 +137,8 @@ func randomBase62(r io.Reader, dst []byte) error {
 }
 
 // putChecksum writes the CRC32 (IEEE) of random as ChecksumLength base62 digits, most significant first.
-func putChecksum(dst []byte, random []byte) {
-	v := crc32.ChecksumIEEE(random)
+func putChecksum[T string | []byte](dst []byte, random T) {
+	v := crcIEEE(random)
 	for i := ChecksumLength - 1; i >= 0; i-- {
 		dst[i] = base62[v%62]
 		v /= 62
@@ -193,8 +193,17 @@ func split(s string) (prefix, env, body string, ok bool) {
 
 func checksumMatches(body string) bool {
 	var want [ChecksumLength]byte
-	putChecksum(want[:], []byte(body[:RandomLength]))
+	putChecksum(want[:], body[:RandomLength])
 	return string(want[:]) == body[RandomLength:]
+}
+
+// crcIEEE is crc32.ChecksumIEEE for strings and byte slices alike, without converting (and allocating).
+func crcIEEE[T string | []byte](p T) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(p); i++ {
+		crc = crc32.IEEETable[byte(crc)^p[i]] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 func isLowerAlnum(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
@@ -214,8 +223,15 @@ func decode62(c byte) int {
 // Digest is the SHA-256 of a key.
 type Digest [sha256.Size]byte
 
-// Sum returns the SHA-256 digest of key.
-func Sum(key string) Digest { return sha256.Sum256([]byte(key)) }
+// Sum returns the SHA-256 digest of key. Keys fit a stack buffer, so hashing one does not allocate.
+func Sum(key string) Digest {
+	var buf [64]byte
+	if len(key) <= len(buf) {
+		n := copy(buf[:], key)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(key))
+}
 
 // Hash returns the stored form of a key's hash: "sha256:<hex>".
 func Hash(key string) string { return Sum(key).String() }
