@@ -4,6 +4,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +45,24 @@ type ApiKeyReconciler struct {
 	KeyPrefix string
 
 	superseded superseded
+	// refusedAt remembers when the API server last refused an ApiKey's Secret, so that issuing is retried
+	// every conflictRecheck rather than on every watch event (each attempt records a new key).
+	refusedAt sync.Map // types.UID -> refusal
+}
+
+type refusal struct {
+	at         time.Time
+	generation int64
+}
+
+// refusalBackoff returns how long to wait before issuing again after the Secret was refused; a changed
+// spec is tried at once.
+func (r *ApiKeyReconciler) refusalBackoff(ak *v1alpha1.ApiKey, now time.Time) time.Duration {
+	v, ok := r.refusedAt.Load(ak.UID)
+	if !ok || v.(refusal).generation != ak.Generation {
+		return 0
+	}
+	return conflictRecheck - now.Sub(v.(refusal).at)
 }
 
 // +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -64,10 +83,10 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	res, err := r.reconcile(ctx, ak)
 	if apierrors.IsConflict(err) {
-		// Someone else changed the ApiKey or Secret since it was read; the watch event for that change
-		// brings a fresh reconcile, so there is nothing to retry here.
-		log.FromContext(ctx).V(1).Info("conflict, waiting for the newer version", "reason", err.Error())
-		return ctrl.Result{}, nil
+		// Someone else changed the ApiKey or Secret since it was read. Not an error: look again shortly,
+		// when the cache has the newer version.
+		log.FromContext(ctx).V(1).Info("conflict, retrying against the newer version", "reason", err.Error())
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	return res, err
 }
@@ -103,12 +122,27 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 		RotateRequest: ak.Annotations[v1alpha1.AnnotationRotate], HandledRotateRequest: ak.Status.HandledRotateRequest,
 		Secret: state,
 	})
-	if plan.Issue != rotation.TriggerNone {
-		if err := r.issue(ctx, ak, secret, settings, plan); err != nil {
+	if wait := r.refusalBackoff(ak, now); wait > 0 && plan.Issue != rotation.TriggerNone {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	switch {
+	case plan.Issue != rotation.TriggerNone:
+		if refused, err := r.issue(ctx, ak, secret, settings, plan); err != nil {
+			return ctrl.Result{}, err
+		} else if refused != nil {
+			r.refusedAt.Store(ak.UID, refusal{at: now, generation: ak.Generation})
+			msg := fmt.Sprintf("The API server refused Secret %q (%s); no further key is issued until it accepts it. Check admission policies, quotas and secretTemplate.", ak.Spec.SecretName, refused)
+			return ctrl.Result{RequeueAfter: conflictRecheck}, r.stall(ctx, ak, now, v1alpha1.ReasonSecretWriteFailed, v1alpha1.EventSecretWriteFailed, msg)
+		}
+	case state == rotation.SecretCurrent:
+		if err := r.repairSecretMetadata(ctx, ak, secret); err != nil {
 			return ctrl.Result{}, err
 		}
-	} else if err := r.patchStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
-		return ctrl.Result{}, err
+	}
+	if plan.Issue == rotation.TriggerNone {
+		if err := r.patchStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	r.recordTransitions(ak, plan)
 	return requeueAt(plan.NextWake, now), nil
@@ -126,13 +160,14 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Op
 }
 
 // issue generates a key and records and delivers it: status (the key is Active before anyone can read it),
-// then the Secret, then status again only if conditions changed (the first key).
-func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secret *corev1.Secret, s effective, plan rotation.Plan) error {
+// then the Secret, then status again only if conditions changed (the first key). When the API server
+// refuses the Secret for a reason a retry cannot fix, it returns that reason instead of an error.
+func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secret *corev1.Secret, s effective, plan rotation.Plan) (refused error, err error) {
 	key, err := keys.Generate(r.KeyPrefix, string(s.settings.Environment))
 	if err != nil {
-		return fmt.Errorf("generating a key: %w", err)
+		return nil, fmt.Errorf("generating a key: %w", err)
 	}
-	plaintext := key.String()
+	plaintext := key.Plaintext()
 	digest := keys.Sum(plaintext)
 	issued := plan.WithNewKey(digest.ID(), digest.String())
 
@@ -142,17 +177,23 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 		setIssuing(recorded, ak.Generation, plan.Now)
 	}
 	if err := r.patchStatus(ctx, ak, *recorded); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.writeSecret(ctx, ak, secret, plaintext, issued[0]); err != nil {
-		return err
+		if permanent(err) {
+			return err, nil
+		}
+		return nil, err
 	}
-	if err := r.patchStatus(ctx, ak, final); err != nil {
-		return err
-	}
+	// The key is delivered: say so now, whatever happens to the last status write.
 	r.recordIssue(ak, plan, issued[0].ID)
 	log.FromContext(ctx).Info("issued key", "keyID", issued[0].ID, "trigger", plan.Issue)
-	return nil
+	return nil, r.patchStatus(ctx, ak, final)
+}
+
+// permanent reports API errors that repeating the same write cannot fix.
+func permanent(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err)
 }
 
 // reconcileDelete revokes every key, deletes the Secret and then releases the ApiKey.

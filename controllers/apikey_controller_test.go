@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -305,12 +306,65 @@ var _ = Describe("ApiKey", func() {
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(foreign), after)).To(Succeed())
 		Expect(after.ResourceVersion).To(Equal(foreign.ResourceVersion))
 		Expect(after.OwnerReferences).To(BeEmpty())
-		Expect(writes.In(ns)).NotTo(ContainElement(HaveField("Resource", "secrets")))
+		Expect(writes.Attempts(ns)).NotTo(ContainElement(HaveField("Resource", "secrets")))
 
 		By("once the foreign Secret is gone, the key is issued")
 		Expect(k8s.Delete(ctx, after)).To(Succeed())
 		poke(ns, "taken")
 		waitReady(ns, "taken")
+	})
+
+	It("puts back the Secret's metadata when it drifts, without a new key", func() {
+		ns := newNamespace()
+		Expect(k8s.Create(ctx, apiKey(ns, "meta", func(ak *v1alpha1.ApiKey) {
+			ak.Spec.SecretTemplate = &v1alpha1.SecretTemplate{Labels: map[string]string{"team": "a"}}
+		}))).To(Succeed())
+		first, _ := waitReady(ns, "meta")
+
+		By("a removed keysmith label is restored (the Secret had left the label-selected cache)")
+		_, s, _ := secretKey(ns, "meta-key")
+		delete(s.Labels, v1alpha1.LabelManagedBy)
+		s.Data[v1alpha1.SecretKeyExpiresAt] = []byte("never")
+		Expect(k8s.Update(ctx, s)).To(Succeed())
+		poke(ns, "meta")
+		Eventually(func(g Gomega) {
+			_, s, _ := secretKey(ns, "meta-key")
+			g.Expect(s.Labels).To(HaveKeyWithValue(v1alpha1.LabelManagedBy, v1alpha1.ManagedByValue))
+			g.Expect(string(s.Data[v1alpha1.SecretKeyExpiresAt])).NotTo(Equal("never"))
+		}, eventually, poll).Should(Succeed())
+
+		By("a secretTemplate change reaches the Secret")
+		ak := get(ns, "meta")
+		ak.Spec.SecretTemplate.Labels["team"] = "b"
+		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		Eventually(func() map[string]string { _, s, _ := secretKey(ns, "meta-key"); return s.Labels }, eventually, poll).Should(HaveKeyWithValue("team", "b"))
+		Expect(get(ns, "meta").Status.CurrentKeyID).To(Equal(first.Status.CurrentKeyID), "no new key")
+		Expect(get(ns, "meta").Status.Keys).To(HaveLen(1))
+	})
+
+	It("stalls without churning keys when the API server refuses the Secret", func() {
+		ns := newNamespace()
+		// A ValidatingAdmissionPolicy in the API server refuses every Secret in this namespace: a refusal
+		// that retrying cannot fix.
+		freezeSecrets(ns)
+		Expect(k8s.Create(ctx, apiKey(ns, "refused"))).To(Succeed())
+		Eventually(func(g Gomega) {
+			c := meta.FindStatusCondition(get(ns, "refused").Status.Conditions, v1alpha1.ConditionStalled)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonSecretWriteFailed))
+			g.Expect(c.Message).To(ContainSubstring("Invalid"))
+		}, eventually, poll).Should(Succeed())
+		Expect(meta.IsStatusConditionTrue(get(ns, "refused").Status.Conditions, v1alpha1.ConditionReady)).To(BeFalse())
+		Consistently(func() int { return len(get(ns, "refused").Status.Keys) }, 2*time.Second, poll).Should(Equal(1), "no key churn")
+		Expect(countReason(ns, "refused", v1alpha1.EventSecretWriteFailed)).To(Equal(1))
+
+		By("once the cause is gone, a spec change retries at once")
+		unfreezeSecrets(ns)
+		ak := get(ns, "refused")
+		ak.Spec.Scopes = append(ak.Spec.Scopes, "audit:read")
+		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		waitReady(ns, "refused")
 	})
 
 	It("stalls with a clear message on settings that cannot work", func() {
@@ -337,3 +391,53 @@ var _ = Describe("ApiKey", func() {
 		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.ConditionStalled)).To(BeFalse())
 	})
 })
+
+// freezeSecrets installs a ValidatingAdmissionPolicy that refuses every Secret write in ns, and waits
+// until the API server enforces it.
+func freezeSecrets(ns string) {
+	ctx := context.Background()
+	fail := admissionv1.Fail
+	Expect(k8s.Create(ctx, &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "freeze-" + ns},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: &fail,
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{{Expression: "false", Message: "Secrets are frozen in this namespace"}},
+		},
+	})).To(Succeed())
+	Expect(k8s.Create(ctx, &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "freeze-" + ns},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        "freeze-" + ns,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			MatchResources: &admissionv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	})).To(Succeed())
+	Eventually(func() error {
+		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-"}}
+		err := k8s.Create(ctx, probe)
+		if err == nil {
+			_ = k8s.Delete(ctx, probe)
+		}
+		return err
+	}, eventually, 100*time.Millisecond).Should(HaveOccurred())
+}
+
+func unfreezeSecrets(ns string) {
+	ctx := context.Background()
+	Expect(k8s.Delete(ctx, &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: "freeze-" + ns}})).To(Succeed())
+	Eventually(func() error {
+		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-"}}
+		err := k8s.Create(ctx, probe)
+		if err == nil {
+			_ = k8s.Delete(ctx, probe)
+		}
+		return err
+	}, eventually, 100*time.Millisecond).Should(Succeed())
+}

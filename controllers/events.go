@@ -18,10 +18,8 @@ func (r *ApiKeyReconciler) recordIssue(ak *v1alpha1.ApiKey, plan rotation.Plan, 
 			id, plan.Issue, orNone(previous), previousFate(plan, previous))
 	case rotation.TriggerSecretLost, rotation.TriggerSecretTampered:
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventSecretRestored, "Restore",
-			"Secret %s no longer held the current key (%s); issued key %s, previous key %s %s", ak.Spec.SecretName, plan.Issue, id, orNone(previous), previousFate(plan, previous))
-	case rotation.TriggerUndelivered:
-		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventKeyRevoked, "Revoke",
-			"Key %s was recorded but never reached Secret %s (interrupted write); revoked it and issued key %s", previous, ak.Spec.SecretName, id)
+			"Secret %s no longer held the current key (%s: deleted, edited, or an interrupted write); issued key %s, previous key %s %s",
+			ak.Spec.SecretName, plan.Issue, id, orNone(previous), previousFate(plan, previous))
 	}
 }
 

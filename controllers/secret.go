@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -81,6 +82,30 @@ func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey,
 	return nil
 }
 
+// repairSecretMetadata puts back keysmith's labels, the template's metadata and the key-id and expires-at
+// entries when someone changed them (one write, only then). The key itself is never rewritten here:
+// keysmith does not keep it.
+func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha1.ApiKey, s *corev1.Secret) error {
+	k := findKey(ak.Status.Keys, ak.Status.CurrentKeyID)
+	if k == nil {
+		return nil
+	}
+	want := s.DeepCopy()
+	applySecretMetadata(ak, want)
+	if want.Data == nil {
+		want.Data = map[string][]byte{}
+	}
+	want.Data[v1alpha1.SecretKeyKeyID] = []byte(k.ID)
+	want.Data[v1alpha1.SecretKeyExpiresAt] = []byte(k.NotAfter.UTC().Format(time.RFC3339))
+	if equality.Semantic.DeepEqual(want.ObjectMeta, s.ObjectMeta) && equality.Semantic.DeepEqual(want.Data, s.Data) {
+		return nil
+	}
+	if err := r.Client.Update(ctx, want); err != nil {
+		return sanitized(err, fmt.Sprintf("repairing Secret %s/%s", s.Namespace, s.Name))
+	}
+	return nil
+}
+
 // applySecretMetadata sets keysmith's labels and the template's labels and annotations. Labels and
 // annotations that others added are kept; the ApiKey's own labels and annotations are never copied.
 func applySecretMetadata(ak *v1alpha1.ApiKey, s *corev1.Secret) {
@@ -138,8 +163,14 @@ func sanitized(err error, what string) error {
 		return fmt.Errorf("%s: request failed", what)
 	}
 	s := status.Status()
-	return &apierrors.StatusError{ErrStatus: metav1.Status{
-		Status: s.Status, Code: s.Code, Reason: s.Reason,
-		Message: fmt.Sprintf("%s: %s", what, s.Reason),
-	}}
+	msg := fmt.Sprintf("%s: %s", what, s.Reason)
+	if s.Details != nil {
+		// Field paths say what was refused; the values could hold the key and are left out.
+		for _, c := range s.Details.Causes {
+			if c.Field != "" {
+				msg += fmt.Sprintf(" (%s: %s)", c.Field, c.Type)
+			}
+		}
+	}
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: s.Status, Code: s.Code, Reason: s.Reason, Message: msg}}
 }

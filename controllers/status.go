@@ -53,7 +53,8 @@ func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued 
 	}
 	st.ObservedGeneration = ak.Generation
 	if plan.Expired {
-		setNotReady(&st, ak.Generation, plan.Now, v1alpha1.ReasonExpired,
+		// Stalled: only a person can move it on (kstatus, Argo CD and Flux then report it as failed).
+		setStalled(&st, ak.Generation, plan.Now, v1alpha1.ReasonExpired,
 			"The current key has expired and rotation is not configured. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key.")
 		return st
 	}

@@ -236,6 +236,7 @@ func scanForKeyMaterial() {
 	Expect(n).To(BeNumerically(">=", 10), "the scan needs keys to look for")
 	Expect(len(logs.String())).To(BeNumerically(">", 0))
 	Expect(containsAnyKey(logs.String())).To(BeFalse(), "a key appears in the manager's logs")
+	Expect(testenv.FindKeys(logs.String())).To(BeZero(), "something shaped like a valid key appears in the manager's logs")
 
 	ctx := context.Background()
 	evs := &eventsv1.EventList{}
@@ -244,12 +245,14 @@ func scanForKeyMaterial() {
 	b, err := json.Marshal(evs)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(containsAnyKey(string(b))).To(BeFalse(), "a key appears in an event")
+	Expect(testenv.FindKeys(string(b))).To(BeZero(), "something shaped like a valid key appears in an event")
 
 	aks := &v1alpha1.ApiKeyList{}
 	Expect(k8s.List(ctx, aks)).To(Succeed())
 	b, err = json.Marshal(aks)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(containsAnyKey(string(b))).To(BeFalse(), "a key appears in an ApiKey")
+	Expect(testenv.FindKeys(string(b))).To(BeZero(), "something shaped like a valid key appears in an ApiKey")
 	GinkgoWriter.Printf("leak scan: %d keys searched in %d bytes of logs, %d events, %d ApiKeys: none found\n", n, len(logs.String()), len(evs.Items), len(aks.Items))
 }
 

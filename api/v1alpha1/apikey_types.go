@@ -16,7 +16,7 @@ const (
 // ApiKeySpec is what a platform team declares. keysmith never writes it and sets no defaults on it;
 // the values it applies are shown in status.effective.
 // +kubebuilder:validation:XValidation:rule="(has(oldSelf.environment) ? oldSelf.environment : 'live') == (has(self.environment) ? self.environment : 'live')",message="environment is immutable: a key's environment is part of the key; create a new ApiKey instead"
-// +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.expiresAfter) || duration(self.rotation.period) + (has(self.rotation.overlap) ? duration(self.rotation.overlap) : duration('0s')) <= duration(self.expiresAfter)",message="rotation.period + rotation.overlap must not exceed expiresAfter, or a key would expire before its successor is issued"
+// +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.expiresAfter) || duration(self.rotation.period).getSeconds() + (has(self.rotation.overlap) ? duration(self.rotation.overlap).getSeconds() : (duration(self.rotation.period).getSeconds() / 2 < 86400 ? duration(self.rotation.period).getSeconds() / 2 : 86400)) <= duration(self.expiresAfter).getSeconds()",message="rotation.period + rotation.overlap (default: the smaller of 24h and half the period) must not exceed expiresAfter, or a key would expire before its successor is issued"
 type ApiKeySpec struct {
 	// Scopes the key carries, each `resource:action` in lowercase (for example `users:read`, `roles:manage`).
 	// +required
@@ -83,6 +83,8 @@ type RotationSpec struct {
 
 	// Overlap is how long the previous key stays valid after a rotation, so that clients can pick up the
 	// new key without failing. `0s` retires it at once. Defaults to the smaller of 24h and half the period.
+	// Without rotation, unscheduled rotations (a rotate request, a repaired Secret) use the smaller of 24h
+	// and half of expiresAfter.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
@@ -42,12 +46,16 @@ func (s *ApiKeySpec) Validate() field.ErrorList {
 	if msgs := validation.IsDNS1123Subdomain(s.SecretName); len(msgs) > 0 {
 		errs = append(errs, field.Invalid(p.Child("secretName"), s.SecretName, strings.Join(msgs, "; ")))
 	}
-	if s.SecretTemplate != nil {
-		for k := range s.SecretTemplate.Labels {
+	if t := s.SecretTemplate; t != nil {
+		tp := p.Child("secretTemplate")
+		for k := range t.Labels {
 			if k == LabelManagedBy || strings.HasPrefix(k, "keysmith.dev/") {
-				errs = append(errs, field.Forbidden(p.Child("secretTemplate", "labels").Key(k), "secretTemplate.labels must not set app.kubernetes.io/managed-by or keys under keysmith.dev/"))
+				errs = append(errs, field.Forbidden(tp.Child("labels").Key(k), "secretTemplate.labels must not set app.kubernetes.io/managed-by or keys under keysmith.dev/"))
 			}
 		}
+		// The API server would refuse a Secret with these; refuse them here, before any key is issued.
+		errs = append(errs, metav1validation.ValidateLabels(t.Labels, tp.Child("labels"))...)
+		errs = append(errs, apivalidation.ValidateAnnotations(t.Annotations, tp.Child("annotations"))...)
 	}
 	if s.ExpiresAfter != nil && s.ExpiresAfter.Duration < MinDuration {
 		errs = append(errs, field.Invalid(p.Child("expiresAfter"), s.ExpiresAfter.Duration.String(), "expiresAfter must be at least 1m"))
@@ -63,21 +71,25 @@ func (s *ApiKeySpec) Validate() field.ErrorList {
 	return errs
 }
 
-// Effective returns the settings keysmith applies: the spec plus defaults. It fails when the combination
-// cannot work (a key that would expire before its successor is issued).
+// Effective returns the settings keysmith applies: the spec plus defaults, in whole seconds (status stores
+// seconds). It fails when the combination cannot work (a key that would expire before its successor is
+// issued). The overlap also applies to rotations that are not scheduled (a rotate request, a repaired
+// Secret): without spec.rotation it is the smaller of 24h and half the lifetime.
 func (s *ApiKeySpec) Effective() (EffectiveSettings, error) {
-	e := EffectiveSettings{Environment: s.Environment, ExpiresAfter: durationOr(s.ExpiresAfter, DefaultExpiresAfter)}
+	e := EffectiveSettings{Environment: s.Environment, ExpiresAfter: seconds(durationOr(s.ExpiresAfter, DefaultExpiresAfter))}
 	if e.Environment == "" {
 		e.Environment = EnvironmentLive
 	}
+	e.Overlap = durationPtr(min(MaxDefaultOverlap, e.ExpiresAfter.Duration/2).Truncate(time.Second))
 	if r := s.Rotation; r != nil {
-		overlap := min(MaxDefaultOverlap, r.Period.Duration/2)
+		period := r.Period.Duration.Truncate(time.Second)
+		overlap := min(MaxDefaultOverlap, period/2).Truncate(time.Second)
 		if r.Overlap != nil {
-			overlap = r.Overlap.Duration
+			overlap = r.Overlap.Duration.Truncate(time.Second)
 		}
-		e.RotationPeriod = durationPtr(r.Period.Duration)
+		e.RotationPeriod = durationPtr(period)
 		e.Overlap = durationPtr(overlap)
-		if r.Period.Duration+overlap > e.ExpiresAfter.Duration {
+		if period+overlap > e.ExpiresAfter.Duration {
 			return e, fmt.Errorf("rotation.period (%s) + overlap (%s%s) exceeds the key lifetime (%s%s): a key would expire before its successor is issued; set a shorter period or overlap, or a longer expiresAfter",
 				r.Period.Duration, overlap, defaultNote(r.Overlap == nil), e.ExpiresAfter.Duration, defaultNote(s.ExpiresAfter == nil))
 		}
@@ -90,4 +102,8 @@ func defaultNote(isDefault bool) string {
 		return ", the default"
 	}
 	return ""
+}
+
+func seconds(d metav1.Duration) metav1.Duration {
+	return metav1.Duration{Duration: d.Duration.Truncate(time.Second)}
 }

@@ -30,6 +30,12 @@ func TestValidate(t *testing.T) {
 		}, "Too many"},
 		{"environment", func(s *ApiKeySpec) { s.Environment = "prod" }, "Unsupported value"},
 		{"secret name", func(s *ApiKeySpec) { s.SecretName = "A_B" }, "spec.secretName"},
+		{"label value the API server refuses", func(s *ApiKeySpec) {
+			s.SecretTemplate = &SecretTemplate{Labels: map[string]string{"team": "a b"}}
+		}, "spec.secretTemplate.labels"},
+		{"annotation key the API server refuses", func(s *ApiKeySpec) {
+			s.SecretTemplate = &SecretTemplate{Annotations: map[string]string{"not a key": "x"}}
+		}, "spec.secretTemplate.annotations"},
 		{"reserved label", func(s *ApiKeySpec) {
 			s.SecretTemplate = &SecretTemplate{Labels: map[string]string{"keysmith.dev/x": "y"}}
 		}, "must not set"},
@@ -65,7 +71,11 @@ func TestEffective(t *testing.T) {
 		wantOverlap time.Duration
 		wantErr     string
 	}{
-		{"defaults", ApiKeySpec{}, DefaultExpiresAfter, 0, 0, ""},
+		{"defaults: no rotation, unscheduled rotations overlap 24h", ApiKeySpec{}, DefaultExpiresAfter, 0, 24 * time.Hour, ""},
+		{"short lifetime: overlap is half of it", ApiKeySpec{ExpiresAfter: d(time.Hour)}, time.Hour, 0, 30 * time.Minute, ""},
+		{"sub-second durations are truncated to seconds", ApiKeySpec{ExpiresAfter: d(time.Hour + 500*time.Millisecond),
+			Rotation: &RotationSpec{Period: metav1.Duration{Duration: time.Minute + 500*time.Millisecond}, Overlap: d(1500 * time.Millisecond)}},
+			time.Hour, time.Minute, time.Second, ""},
 		{"monthly, default overlap 24h", ApiKeySpec{Rotation: &RotationSpec{Period: metav1.Duration{Duration: 720 * time.Hour}}},
 			DefaultExpiresAfter, 720 * time.Hour, 24 * time.Hour, ""},
 		{"hourly, default overlap is half the period", ApiKeySpec{Rotation: &RotationSpec{Period: metav1.Duration{Duration: time.Hour}}},

@@ -20,27 +20,27 @@ const (
 	ReasonInvalidSpec    = "InvalidSpec"
 	ReasonExpired        = "Expired"
 	ReasonDeleting       = "Deleting"
+	// ReasonSecretWriteFailed: the API server refused the Secret (a policy, a quota, invalid metadata).
+	ReasonSecretWriteFailed = "SecretWriteFailed"
 )
 
 // Event reasons. Events are emitted once per transition, never per reconcile.
 const (
-	EventKeyIssued      = "KeyIssued"
-	EventKeyRotated     = "KeyRotated"
-	EventKeyRetired     = "KeyRetired"
-	EventKeyExpired     = "KeyExpired"
-	EventKeyRevoked     = "KeyRevoked"
-	EventSecretConflict = "SecretConflict"
-	EventSecretRestored = "SecretRestored"
-	EventInvalidSpec    = "InvalidSpec"
+	EventKeyIssued         = "KeyIssued"
+	EventKeyRotated        = "KeyRotated"
+	EventKeyRetired        = "KeyRetired"
+	EventKeyExpired        = "KeyExpired"
+	EventKeyRevoked        = "KeyRevoked"
+	EventSecretConflict    = "SecretConflict"
+	EventSecretRestored    = "SecretRestored"
+	EventInvalidSpec       = "InvalidSpec"
+	EventSecretWriteFailed = "SecretWriteFailed"
 )
 
 // Revocation reasons recorded in status.keys[].reason.
 const (
 	// RevokedDeleted marks keys revoked because their ApiKey was deleted.
 	RevokedDeleted = "Deleted"
-	// RevokedUndelivered marks a key that was recorded but never reached the Secret (a crash between the
-	// two writes); nobody can hold it, so it is revoked rather than left valid.
-	RevokedUndelivered = "Undelivered"
 )
 
 // Labels, annotations and finalizers.

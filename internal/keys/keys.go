@@ -62,7 +62,8 @@ var (
 	ErrEnv       = errors.New("key environment must be live or test")
 )
 
-// Key is a parsed key. Its String method returns the key itself: treat it as a secret.
+// Key is a parsed key. Plaintext returns the key itself; String and GoString are redacted, so that
+// printing or logging a Key by accident shows no secret.
 type Key struct {
 	Prefix      string
 	Environment string
@@ -70,8 +71,14 @@ type Key struct {
 	Body string
 }
 
-// String returns the full key. It is a secret: never log it.
-func (k Key) String() string { return k.Prefix + "_" + k.Environment + "_" + k.Body }
+// Plaintext returns the full key. It is a secret: never log it.
+func (k Key) Plaintext() string { return k.Prefix + "_" + k.Environment + "_" + k.Body }
+
+// String returns the key with its body redacted.
+func (k Key) String() string { return k.Prefix + "_" + k.Environment + "_[redacted]" }
+
+// GoString returns the key with its body redacted (for %#v).
+func (k Key) GoString() string { return k.String() }
 
 // ValidatePrefix reports whether p can start a key.
 func ValidatePrefix(p string) error {

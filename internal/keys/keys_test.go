@@ -3,6 +3,7 @@ package keys
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ func TestGenerateFormat(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Generate(%q,%q): %v", tc.prefix, tc.env, err)
 			}
-			s := k.String()
+			s := k.Plaintext()
 			if !re.MatchString(s) {
 				t.Fatalf("generated key does not match %s (length %d)", Pattern, len(s))
 			}
@@ -86,7 +87,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := good.String()
+	s := good.Plaintext()
 	flip := func(i int) string {
 		b := []byte(s)
 		if b[i] == 'a' {
@@ -175,7 +176,7 @@ func TestHashAndID(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	k, _ := Generate("ks", Live)
-	f.Add(k.String())
+	f.Add(k.Plaintext())
 	f.Add("ks_test_")
 	f.Add("")
 	f.Add("abcdefgh_live_000000000000000000000000000000000000")
@@ -190,7 +191,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if p.String() != s {
+		if p.Plaintext() != s {
 			t.Fatalf("round trip changed the key")
 		}
 		if !regexp.MustCompile(Pattern).MatchString(s) {
@@ -204,12 +205,21 @@ func FuzzParse(f *testing.F) {
 
 func BenchmarkValidAndSum(b *testing.B) {
 	k, _ := Generate("ks", Live)
-	s := k.String()
+	s := k.Plaintext()
 	b.ReportAllocs()
 	for b.Loop() {
 		if !Valid(s) {
 			b.Fatal("invalid")
 		}
 		_ = Sum(s)
+	}
+}
+
+func TestKeyPrintsRedacted(t *testing.T) {
+	k, _ := Generate("ks", Live)
+	for _, s := range []string{fmt.Sprint(k), fmt.Sprintf("%v %+v %#v %s", k, k, k, k)} {
+		if strings.Contains(s, k.Body) || strings.Contains(s, k.Body[:RandomLength]) {
+			t.Fatalf("printing a Key shows its body: %s", s)
+		}
 	}
 }

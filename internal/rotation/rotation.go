@@ -17,7 +17,7 @@ type Settings struct {
 	Lifetime time.Duration
 	// Period between rotations; 0 disables scheduled rotation.
 	Period time.Duration
-	// Overlap during which the previous key stays valid after a rotation.
+	// Overlap during which the previous key stays valid after a rotation (scheduled or not).
 	Overlap time.Duration
 }
 
@@ -29,9 +29,6 @@ const (
 	SecretCurrent SecretState = iota
 	// SecretMissing: there is no Secret.
 	SecretMissing
-	// SecretPrevious: the Secret holds the key listed just before the current one. This is what a crash
-	// between recording a new key and writing the Secret leaves behind: the current key never left memory.
-	SecretPrevious
 	// SecretTampered: the Secret holds something that is not the current key (edited, emptied).
 	SecretTampered
 	// SecretForeign: a Secret of that name exists and keysmith did not create it.
@@ -62,10 +59,9 @@ const (
 	TriggerManual    Trigger = "Manual"
 	// TriggerSecretLost: the Secret was deleted; the previous key is handled as in a rotation.
 	TriggerSecretLost Trigger = "SecretLost"
-	// TriggerSecretTampered: the Secret no longer holds the current key; handled as in a rotation.
+	// TriggerSecretTampered: the Secret no longer holds the current key (edited, or left behind by a
+	// crash between recording a key and writing it); handled as in a rotation.
 	TriggerSecretTampered Trigger = "SecretTampered"
-	// TriggerUndelivered: the current key never reached the Secret; it is revoked and replaced.
-	TriggerUndelivered Trigger = "Undelivered"
 )
 
 // Transition is one key changing state, reported so that the caller can emit one event per transition.
@@ -121,8 +117,6 @@ func Decide(in Input) Plan {
 		// Never touch a Secret keysmith did not create: nothing is issued until the conflict is resolved.
 	case len(in.Keys) == 0:
 		p.Issue = TriggerInitial
-	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretPrevious:
-		p.Issue = TriggerUndelivered
 	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretMissing:
 		p.Issue = TriggerSecretLost
 	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretTampered:
@@ -141,21 +135,17 @@ func Decide(in Input) Plan {
 	}
 
 	// 3. The previous key once a new one is issued.
+	// A key that never reached the Secret (a crash between the two writes) is handled the same way: nobody
+	// holds it, and if somebody does after all (a restored Secret), the overlap keeps them working.
 	if p.Issue != TriggerNone && current != nil && current.State == v1alpha1.KeyActive {
-		if p.Issue == TriggerUndelivered {
-			p.transition(current, v1alpha1.KeyRevoked)
-			current.RevokedAt = &metav1.Time{Time: now}
-			current.Reason = v1alpha1.RevokedUndelivered
+		end := now.Add(in.Settings.Overlap).Truncate(time.Second)
+		if end.Before(current.NotAfter.Time) {
+			current.NotAfter = metav1.Time{Time: end}
+		}
+		if now.Before(current.NotAfter.Time) {
+			p.transition(current, v1alpha1.KeyRetiring)
 		} else {
-			end := now.Add(in.Settings.Overlap).Truncate(time.Second)
-			if end.Before(current.NotAfter.Time) {
-				current.NotAfter = metav1.Time{Time: end}
-			}
-			if now.Before(current.NotAfter.Time) {
-				p.transition(current, v1alpha1.KeyRetiring)
-			} else {
-				p.transition(current, v1alpha1.KeyExpired)
-			}
+			p.transition(current, v1alpha1.KeyExpired)
 		}
 	}
 	p.Expired = p.Issue == TriggerNone && p.current() == nil && len(p.Keys) > 0
@@ -264,17 +254,10 @@ func ClassifySecret(exists, owned bool, keyHash string, keys []v1alpha1.IssuedKe
 	case !owned:
 		return SecretForeign
 	}
-	for i, k := range keys {
-		if k.ID != currentID {
-			continue
-		}
-		if keyHash != "" && keyHash == k.Hash {
+	for _, k := range keys {
+		if k.ID == currentID && keyHash != "" && keyHash == k.Hash {
 			return SecretCurrent
 		}
-		if i+1 < len(keys) && keyHash != "" && keyHash == keys[i+1].Hash {
-			return SecretPrevious
-		}
-		break
 	}
 	return SecretTampered
 }

@@ -39,7 +39,7 @@ func gen(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k.String()
+	return k.Plaintext()
 }
 
 func issued(key string, state v1alpha1.KeyState, notAfter time.Time) v1alpha1.IssuedKey {

@@ -80,6 +80,7 @@ func (f *faults) client(c client.WithWatch) client.WithWatch {
 type harness struct {
 	ns, name string
 	clk      *clocktesting.FakeClock
+	last     ctrl.Result // of the last reconcile
 }
 
 func (h *harness) reconciler(f *faults) *controllers.ApiKeyReconciler {
@@ -93,7 +94,8 @@ func (h *harness) reconciler(f *faults) *controllers.ApiKeyReconciler {
 }
 
 func (h *harness) reconcile(f *faults) error {
-	_, err := h.reconciler(f).Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: h.name}})
+	var err error
+	h.last, err = h.reconciler(f).Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: h.name}})
 	return err
 }
 
@@ -180,6 +182,18 @@ func (h *harness) checkConverged() *v1alpha1.ApiKey {
 	return ak
 }
 
+// checkWake: the last reconcile asked to wake exactly at the next due instant: the rotation, or the end
+// of a valid key's life, whichever comes first.
+func (h *harness) checkWake(ak *v1alpha1.ApiKey) {
+	due := ak.Status.NextRotationAt.Time
+	for _, k := range ak.Status.Keys {
+		if (k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring) && k.NotAfter.Time.Before(due) {
+			due = k.NotAfter.Time
+		}
+	}
+	Expect(h.last.RequeueAfter).To(Equal(due.Sub(h.clk.Now())), "RequeueAfter is exactly the time to the next due instant")
+}
+
 func newHarness() *harness {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "crash-"}}
 	Expect(live.Create(context.Background(), ns)).To(Succeed())
@@ -207,8 +221,10 @@ var _ = Describe("a crash at any write", func() {
 	scenarios := []scenario{
 		{
 			name: "while issuing the first key", writes: 4,
-			setup:  func(h *harness) {},
-			verify: func(h *harness, _ *v1alpha1.ApiKey) { h.checkConverged() },
+			setup: func(h *harness) {},
+			verify: func(h *harness, _ *v1alpha1.ApiKey) {
+				h.checkWake(h.checkConverged())
+			},
 		},
 		{
 			name: "while rotating", writes: 2,
@@ -222,6 +238,8 @@ var _ = Describe("a crash at any write", func() {
 				old := listed(ak, before.Status.Keys[0].Hash)
 				Expect(old).NotTo(BeNil())
 				Expect(old.State).To(Equal(v1alpha1.KeyRetiring), "the key workloads held stays valid for the overlap")
+				Expect(h.last.RequeueAfter).To(Equal(10*time.Minute), "wakes exactly at the end of the overlap")
+				h.checkWake(ak)
 			},
 		},
 		{

@@ -4,13 +4,16 @@
 package integration
 
 import (
+	"io"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -27,11 +30,19 @@ func TestIntegration(t *testing.T) {
 	RunSpecs(t, "Crash safety (envtest, interceptor client)")
 }
 
+var logs testenv.Buffer
+
 var _ = BeforeSuite(func() {
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(&logs, GinkgoWriter))))
 	var err error
 	env, cfg, err = testenv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(env.Stop()).To(Succeed()) })
 	live, err = client.New(cfg, client.Options{Scheme: operator.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
+})
+
+var _ = AfterSuite(func() {
+	Expect(logs.String()).To(ContainSubstring("issued key"), "the reconciler's logs were captured")
+	Expect(testenv.FindKeys(logs.String())).To(BeZero(), "a key appears in the reconciler's logs")
 })
