@@ -48,7 +48,11 @@ var _ = Describe("ApiKey admission (OpenAPI schema and CEL rules on the real API
 		Entry("period + overlap beyond expiresAfter", func(ak *v1alpha1.ApiKey) {
 			ak.Spec.Rotation = &v1alpha1.RotationSpec{Period: metav1.Duration{Duration: 720 * time.Hour}, Overlap: dur(48 * time.Hour)}
 			ak.Spec.ExpiresAfter = dur(750 * time.Hour)
-		}, "rotation.period + rotation.overlap must not exceed expiresAfter"),
+		}, "must not exceed expiresAfter"),
+		Entry("period + default overlap beyond expiresAfter", func(ak *v1alpha1.ApiKey) {
+			ak.Spec.Rotation = &v1alpha1.RotationSpec{Period: metav1.Duration{Duration: 720 * time.Hour}}
+			ak.Spec.ExpiresAfter = dur(720 * time.Hour)
+		}, "default: the smaller of 24h and half the period"),
 		Entry("reserved label in secretTemplate", func(ak *v1alpha1.ApiKey) {
 			ak.Spec.SecretTemplate = &v1alpha1.SecretTemplate{Labels: map[string]string{"app.kubernetes.io/managed-by": "me"}}
 		}, "secretTemplate.labels must not set"),
