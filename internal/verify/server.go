@@ -17,15 +17,17 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -174,18 +176,27 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 			return nil
 		},
 	}
+	var servers []*manager.Server
 	if v.opts.HTTPAddress != "0" && v.opts.HTTPAddress != "" {
 		if v.httpLn, err = net.Listen("tcp", v.opts.HTTPAddress); err != nil {
 			return fmt.Errorf("--verify-http-address: %w", err)
 		}
-		runnables = append(runnables, v.serveHTTP(tlsConfig, log))
+		servers = append(servers, v.serveHTTP(tlsConfig))
 	}
 	if v.opts.GRPCAddress != "0" && v.opts.GRPCAddress != "" {
 		if v.grpcLn, err = net.Listen("tcp", v.opts.GRPCAddress); err != nil {
 			return fmt.Errorf("--verify-grpc-address: %w", err)
 		}
-		runnables = append(runnables, v.serveGRPC(tlsConfig, log))
+		srv, health := v.serveGRPC(tlsConfig)
+		servers = append(servers, srv)
+		runnables = append(runnables, health)
 	}
+	for _, s := range servers {
+		if err := mgr.Add(s); err != nil {
+			return err
+		}
+	}
+	log.Info("verification service configured", "http", v.HTTPAddr(), "grpc", v.GRPCAddr(), "tls", tlsConfig != nil)
 	for _, r := range runnables {
 		if err := mgr.Add(everyReplica(r)); err != nil {
 			return err
@@ -211,7 +222,9 @@ func addrOf(l net.Listener) string {
 	return l.Addr().String()
 }
 
-func (v *Verifier) serveHTTP(tlsConfig *tls.Config, log logr.Logger) func(context.Context) error {
+// serveHTTP returns the HTTP API as a manager server: the manager starts those before its caches sync,
+// so that an unsynced verifier answers 503 (and /readyz fails) instead of refusing connections.
+func (v *Verifier) serveHTTP(tlsConfig *tls.Config) *manager.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/", v.Service.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
@@ -222,71 +235,52 @@ func (v *Verifier) serveHTTP(tlsConfig *tls.Config, log logr.Logger) func(contex
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	srv := &http.Server{Handler: mux, TLSConfig: tlsConfig, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	return func(ctx context.Context) error {
-		log.Info("serving verification HTTP API", "address", v.HTTPAddr(), "tls", tlsConfig != nil)
-		errc := make(chan error, 1)
-		go func() {
-			if tlsConfig != nil {
-				errc <- srv.ServeTLS(v.httpLn, "", "")
-			} else {
-				errc <- srv.Serve(v.httpLn)
-			}
-		}()
-		select {
-		case err := <-errc:
-			return err
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		}
-	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	return managedServer("verify-http", srv, v.httpLn, tlsConfig)
 }
 
-func (v *Verifier) serveGRPC(tlsConfig *tls.Config, log logr.Logger) func(context.Context) error {
-	var opts []grpc.ServerOption
-	if tlsConfig != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
-	}
-	srv := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(srv, &ExtAuthz{Service: v.Service})
+// serveGRPC returns the ext_authz gRPC API, served through net/http (HTTP/2 over TLS, or h2c in plain
+// text) so that it too starts before the caches sync.
+func (v *Verifier) serveGRPC(tlsConfig *tls.Config) (*manager.Server, func(context.Context) error) {
+	g := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(g, &ExtAuthz{Service: v.Service})
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	return func(ctx context.Context) error {
-		log.Info("serving Envoy ext_authz gRPC API", "address", v.GRPCAddr(), "tls", tlsConfig != nil)
-		go func() { // report readiness to gRPC health checks (Envoy can use them)
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				st := healthpb.HealthCheckResponse_SERVING
-				if v.Index.Ready() != nil {
-					st = healthpb.HealthCheckResponse_NOT_SERVING
-				}
-				hs.SetServingStatus("", st)
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	var handler http.Handler = g
+	if tlsConfig == nil {
+		handler = h2c.NewHandler(g, &http2.Server{})
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	if tlsConfig != nil {
+		_ = http2.ConfigureServer(srv, &http2.Server{})
+	}
+	// Report readiness to gRPC health checks (Envoy can use them).
+	reportHealth := func(ctx context.Context) error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			st := healthpb.HealthCheckResponse_SERVING
+			if v.Index.Ready() != nil {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
 			}
-		}()
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(v.grpcLn) }()
-		select {
-		case err := <-errc:
-			return err
-		case <-ctx.Done():
-			stopped := make(chan struct{})
-			go func() { srv.GracefulStop(); close(stopped) }()
+			hs.SetServingStatus("", st)
 			select {
-			case <-stopped:
-			case <-time.After(10 * time.Second):
-				srv.Stop()
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
 			}
-			return nil
 		}
 	}
+	return managedServer("verify-grpc", srv, v.grpcLn, tlsConfig), reportHealth
+}
+
+func managedServer(name string, srv *http.Server, ln net.Listener, tlsConfig *tls.Config) *manager.Server {
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	timeout := 10 * time.Second
+	return &manager.Server{Name: name, Server: srv, Listener: ln, ShutdownTimeout: &timeout}
 }
 
 // everyReplica wraps a function as a manager runnable that runs on every replica, leader or not.
