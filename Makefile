@@ -85,3 +85,10 @@ undeploy: ## Remove keysmith from the cluster.
 .PHONY: help
 help:
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+##@ Evidence
+
+.PHONY: bench
+bench: controlplane ## Benchmarks on the local control plane; prints the figures and writes bin/bench/*.json.
+	$(GO) test ./internal/keys ./internal/verify -run '^$$' -bench . -benchmem
+	$(GO) run ./test/bench

@@ -1,0 +1,348 @@
+// Command bench measures keysmith on the local control plane and prints the figures (make bench).
+//
+// Verifier figures: the in-process check (ns/op, allocations), the HTTP verifier against a trivial
+// handler that returns 200 under the same load generator in the same run (throughput ratio, p50, p99),
+// and revocation latency: how long after the API call a key is refused (ApiKey deleted; rotation with
+// overlap 0), polling the verifier.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/operator"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/verify"
+)
+
+type options struct {
+	keys     int
+	workers  int
+	duration time.Duration
+	trials   int
+	out      string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.keys, "keys", 50, "ApiKeys created for the load test")
+	flag.IntVar(&o.workers, "workers", 16, "concurrent load-generator connections")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
+	flag.IntVar(&o.trials, "revocation-trials", 100, "trials per revocation-latency scenario")
+	flag.StringVar(&o.out, "out", "bin/bench/verifier.json", "where to write the JSON results")
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.WriteTo(discard{})))
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Results is what the harness prints and writes.
+type Results struct {
+	Machine      string       `json:"machine"`
+	InProcess    InProcess    `json:"inProcessCheck"`
+	Verifier     Load         `json:"httpVerifier"`
+	Trivial      Load         `json:"trivialHandler"`
+	Ratio        float64      `json:"throughputRatio"`
+	RevokeDelete Distribution `json:"revocationDelete"`
+	RevokeRotate Distribution `json:"revocationRotateOverlap0"`
+}
+
+type InProcess struct {
+	NsPerOp     float64 `json:"nsPerOp"`
+	AllocsPerOp int64   `json:"allocsPerOp"`
+	IndexKeys   int     `json:"indexKeys"`
+}
+
+type Load struct {
+	Requests  int     `json:"requests"`
+	Errors    int     `json:"errors"`
+	PerSecond float64 `json:"requestsPerSecond"`
+	P50Micros float64 `json:"p50Micros"`
+	P99Micros float64 `json:"p99Micros"`
+}
+
+type Distribution struct {
+	Trials    int     `json:"trials"`
+	P50Millis float64 `json:"p50Millis"`
+	P99Millis float64 `json:"p99Millis"`
+	MaxMillis float64 `json:"maxMillis"`
+}
+
+func run(o options) error {
+	env, cfg, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer env.Stop() //nolint:errcheck
+	mgr, err := operator.NewManager(cfg, operator.Options{
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: 4,
+		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: filepath.Join(os.TempDir(), "keysmith-bench-audit.log")},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = mgr.Start(ctx) }()
+	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	if err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
+		return err
+	}
+	res := Results{Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
+
+	fmt.Printf("creating %d ApiKeys...\n", o.keys)
+	var plain []string
+	for i := 0; i < o.keys; i++ {
+		if err := c.Create(ctx, apiKey(fmt.Sprintf("load-%d", i), nil)); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < o.keys; i++ {
+		k, err := waitKey(ctx, c, fmt.Sprintf("load-%d", i), "")
+		if err != nil {
+			return err
+		}
+		plain = append(plain, k)
+	}
+
+	// In-process check against the running verifier's index.
+	br := testing.Benchmark(func(b *testing.B) {
+		now := time.Now()
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if verify.Check(mgr.Verifier.Index, now, plain[i%len(plain)], []string{"users:read"}).Code != verify.CodeValid {
+				b.Fatal("not valid")
+			}
+		}
+	})
+	res.InProcess = InProcess{NsPerOp: float64(br.NsPerOp()), AllocsPerOp: br.AllocsPerOp(), IndexKeys: mgr.Verifier.Index.Len()}
+
+	// The same load generator against the verifier and against a trivial handler.
+	trivial, stop, err := trivialServer()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Printf("load: %d workers for %s against the verifier, then against a trivial 200 handler...\n", o.workers, o.duration)
+	res.Verifier = load("http://"+mgr.Verifier.HTTPAddr()+"/authz?scopes=users:read", plain, o.workers, o.duration)
+	res.Trivial = load(trivial+"/authz?scopes=users:read", plain, o.workers, o.duration)
+	if res.Trivial.PerSecond > 0 {
+		res.Ratio = res.Verifier.PerSecond / res.Trivial.PerSecond
+	}
+
+	fmt.Printf("revocation latency: %d trials each...\n", o.trials)
+	verifyURL := "http://" + mgr.Verifier.HTTPAddr() + "/v1/verify"
+	if res.RevokeDelete, err = revocation(ctx, c, verifyURL, o.trials, "del", func(name string) error {
+		return c.Delete(ctx, &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name}})
+	}, nil); err != nil {
+		return err
+	}
+	zero := &v1alpha1.RotationSpec{Period: metav1.Duration{Duration: 720 * time.Hour}, Overlap: &metav1.Duration{}}
+	if res.RevokeRotate, err = revocation(ctx, c, verifyURL, o.trials, "rot", func(name string) error {
+		ak := &v1alpha1.ApiKey{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "bench", Name: name}, ak); err != nil {
+			return err
+		}
+		patch := client.MergeFrom(ak.DeepCopy())
+		ak.Annotations = map[string]string{v1alpha1.AnnotationRotate: "now"}
+		return c.Patch(ctx, ak, patch)
+	}, zero); err != nil {
+		return err
+	}
+
+	print(res)
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(res, "", "  ")
+	return os.WriteFile(o.out, b, 0o644)
+}
+
+func apiKey(name string, rot *v1alpha1.RotationSpec) *v1alpha1.ApiKey {
+	return &v1alpha1.ApiKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
+		Spec:       v1alpha1.ApiKeySpec{Scopes: []string{"users:read"}, SecretName: name, Rotation: rot},
+	}
+}
+
+// waitKey waits until the ApiKey is Ready with a current key other than notID and returns the key.
+func waitKey(ctx context.Context, c client.Client, name, notID string) (string, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		ak := &v1alpha1.ApiKey{}
+		s := &corev1.Secret{}
+		if c.Get(ctx, types.NamespacedName{Namespace: "bench", Name: name}, ak) == nil &&
+			meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionReady) && ak.Status.CurrentKeyID != notID &&
+			c.Get(ctx, types.NamespacedName{Namespace: "bench", Name: name}, s) == nil {
+			k := string(s.Data[v1alpha1.SecretKeyAPIKey])
+			if keys.ID(k) == ak.Status.CurrentKeyID {
+				return k, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("ApiKey %s not Ready in time", name)
+}
+
+func trivialServer() (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })}
+	go func() { _ = srv.Serve(l) }()
+	return "http://" + l.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// load sends GET requests with a rotating set of valid keys from workers keep-alive connections for d.
+func load(url string, keyset []string, workers int, d time.Duration) Load {
+	tr := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}
+	cl := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
+	var errs atomic.Int64
+	lat := make([][]time.Duration, workers)
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; time.Now().Before(end); i++ {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("Authorization", "Bearer "+keyset[i%len(keyset)])
+				start := time.Now()
+				resp, err := cl.Do(req)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					errs.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				lat[w] = append(lat[w], time.Since(start))
+			}
+		}(w)
+	}
+	wg.Wait()
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	return Load{Requests: len(all), Errors: int(errs.Load()), PerSecond: float64(len(all)) / d.Seconds(),
+		P50Micros: micros(pct(all, 0.50)), P99Micros: micros(pct(all, 0.99))}
+}
+
+// revocation measures, per trial, the time from the revoking API call returning to the verifier's first
+// refusal, polling it continuously from another goroutine.
+func revocation(ctx context.Context, c client.Client, url string, trials int, prefix string, revoke func(string) error, rot *v1alpha1.RotationSpec) (Distribution, error) {
+	var ds []time.Duration
+	cl := &http.Client{}
+	for i := 0; i < trials; i++ {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		if err := c.Create(ctx, apiKey(name, rot)); err != nil {
+			return Distribution{}, err
+		}
+		key, err := waitKey(ctx, c, name, "")
+		if err != nil {
+			return Distribution{}, err
+		}
+		if !valid(cl, url, key) {
+			return Distribution{}, fmt.Errorf("fresh key of %s refused", name)
+		}
+		start := time.Now()
+		if err := revoke(name); err != nil {
+			return Distribution{}, err
+		}
+		issued := time.Now()
+		deadline := issued.Add(30 * time.Second)
+		for valid(cl, url, key) {
+			if time.Now().After(deadline) {
+				return Distribution{}, fmt.Errorf("key of %s still accepted 30s after revocation", name)
+			}
+		}
+		ds = append(ds, time.Since(issued))
+		_ = start
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return Distribution{Trials: len(ds), P50Millis: millis(pct(ds, 0.5)), P99Millis: millis(pct(ds, 0.99)), MaxMillis: millis(ds[len(ds)-1])}, nil
+}
+
+func valid(cl *http.Client, url, key string) bool {
+	b, _ := json.Marshal(verify.VerifyRequest{Key: key})
+	resp, err := cl.Post(url, "application/json", bytesReader(b))
+	if err != nil {
+		return true // an error is not a refusal; keep polling
+	}
+	defer resp.Body.Close()
+	var out verify.VerifyResponse
+	if json.NewDecoder(resp.Body).Decode(&out) != nil {
+		return true
+	}
+	return out.Valid
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
+}
+
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+func millis(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+func print(r Results) {
+	fmt.Printf(`
+keysmith verifier benchmark (%s)
+
+  in-process check (parse, SHA-256, lookup, compare; %d keys indexed)   %.0f ns/op   %d allocs/op
+
+  load generator, same run, same settings       req/s      p50 µs    p99 µs   errors
+  HTTP verifier  GET /authz                 %9.0f   %9.0f %9.0f   %6d
+  trivial handler returning 200             %9.0f   %9.0f %9.0f   %6d
+  throughput ratio verifier / trivial           %.2f
+
+  revocation latency (API call returned -> first refusal), polled continuously
+                                   trials      p50 ms    p99 ms    max ms
+  ApiKey deleted                   %6d   %9.1f %9.1f %9.1f
+  rotated with overlap 0           %6d   %9.1f %9.1f %9.1f
+`, r.Machine, r.InProcess.IndexKeys, r.InProcess.NsPerOp, r.InProcess.AllocsPerOp,
+		r.Verifier.PerSecond, r.Verifier.P50Micros, r.Verifier.P99Micros, r.Verifier.Errors,
+		r.Trivial.PerSecond, r.Trivial.P50Micros, r.Trivial.P99Micros, r.Trivial.Errors, r.Ratio,
+		r.RevokeDelete.Trials, r.RevokeDelete.P50Millis, r.RevokeDelete.P99Millis, r.RevokeDelete.MaxMillis,
+		r.RevokeRotate.Trials, r.RevokeRotate.P50Millis, r.RevokeRotate.P99Millis, r.RevokeRotate.MaxMillis)
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
