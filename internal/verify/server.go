@@ -71,6 +71,7 @@ type Verifier struct {
 	httpLn  net.Listener
 	grpcLn  net.Listener
 	audit   io.Closer
+	certs   *certReloader
 }
 
 // New prepares a verifier. Call WatchErrorHandler when building the manager's cache and Attach once the
@@ -312,6 +313,7 @@ func (v *Verifier) tlsConfig(log logr.Logger) (*tls.Config, error) {
 	if err := r.load(); err != nil {
 		return nil, err
 	}
+	v.certs = r
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.get, NextProtos: []string{"h2", "http/1.1"}}, nil
 }
 
