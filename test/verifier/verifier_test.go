@@ -259,4 +259,3 @@ func grant(path, user string) string {
 	}))).To(Succeed())
 	return user
 }
-
