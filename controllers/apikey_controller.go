@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -120,7 +121,8 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 	plan := rotation.Decide(rotation.Input{
 		Now: now, Settings: settings.lifecycle, Keys: ak.Status.Keys, CurrentKeyID: ak.Status.CurrentKeyID,
 		RotateRequest: ak.Annotations[v1alpha1.AnnotationRotate], HandledRotateRequest: ak.Status.HandledRotateRequest,
-		Secret: state,
+		RevokeRequest: ak.Annotations[v1alpha1.AnnotationRevoke], HandledRevokeRequest: ak.Status.HandledRevokeRequest,
+		Disabled: ak.Spec.Disabled, Secret: state,
 	})
 	if wait := r.refusalBackoff(ak, now); wait > 0 && plan.Issue != rotation.TriggerNone {
 		return ctrl.Result{RequeueAfter: wait}, nil
@@ -140,7 +142,18 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 		}
 	}
 	if plan.Issue == rotation.TriggerNone {
+		wasExpiring := meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon)
 		if err := r.patchStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
+			return ctrl.Result{}, err
+		}
+		if plan.ExpiringSoon && !wasExpiring {
+			c := meta.FindStatusCondition(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon)
+			r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventExpiringSoon, "Warn", "%s", c.Message)
+		}
+	}
+	if plan.Inactive == v1alpha1.ReasonDisabled && state != rotation.SecretMissing {
+		// Revocation is recorded (the verifier refuses the keys); now take the key out of the Secret.
+		if err := r.emptySecret(ctx, secret); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -16,6 +18,10 @@ func (r *ApiKeyReconciler) recordIssue(ak *v1alpha1.ApiKey, plan rotation.Plan, 
 	case rotation.TriggerScheduled, rotation.TriggerManual:
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeNormal, v1alpha1.EventKeyRotated, "Rotate", "Rotated to key %s (%s); previous key %s %s",
 			id, plan.Issue, orNone(previous), previousFate(plan, previous))
+	case rotation.TriggerRevoked:
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeNormal, v1alpha1.EventKeyIssued, "Issue", "Issued key %s to replace revoked key %s (no overlap)", id, orNone(previous))
+	case rotation.TriggerEnabled:
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeNormal, v1alpha1.EventKeyIssued, "Issue", "Issued key %s: the ApiKey is enabled again", id)
 	case rotation.TriggerSecretLost, rotation.TriggerSecretTampered:
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventSecretRestored, "Restore",
 			"Secret %s no longer held the current key (%s: deleted, edited, or an interrupted write); issued key %s, previous key %s %s",
@@ -26,6 +32,28 @@ func (r *ApiKeyReconciler) recordIssue(ak *v1alpha1.ApiKey, plan rotation.Plan, 
 // recordTransitions emits one event per key that expired or retired in this step, other than the
 // previous key of a rotation, which the rotation event already describes.
 func (r *ApiKeyReconciler) recordTransitions(ak *v1alpha1.ApiKey, plan rotation.Plan) {
+	if plan.RevokeProblem != "" {
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventInvalidAnnotation, "Revoke", "%s", plan.RevokeProblem)
+	}
+	revoked := map[string][]string{}
+	for _, t := range plan.Transitions {
+		if t.To == v1alpha1.KeyRevoked {
+			for _, k := range plan.Keys {
+				if k.ID == t.ID {
+					revoked[k.Reason] = append(revoked[k.Reason], k.ID)
+				}
+			}
+		}
+	}
+	for _, reason := range []string{v1alpha1.RevokedManual, v1alpha1.RevokedDisabled, v1alpha1.RevokedUnused} {
+		if ids := revoked[reason]; len(ids) > 0 {
+			typ := corev1.EventTypeNormal
+			if reason == v1alpha1.RevokedUnused {
+				typ = corev1.EventTypeWarning
+			}
+			r.Recorder.Eventf(ak, nil, typ, v1alpha1.EventKeyRevoked, "Revoke", "Revoked key(s) %s (%s); the verifier refuses them from now on", strings.Join(ids, ", "), reason)
+		}
+	}
 	for _, t := range plan.Transitions {
 		if plan.Issue != rotation.TriggerNone && t.ID == plan.CurrentKeyID {
 			continue

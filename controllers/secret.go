@@ -106,6 +106,20 @@ func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha
 	return nil
 }
 
+// emptySecret removes the key from the Secret (spec.disabled), keeping the Secret so that workloads
+// mounting it keep starting. Only keysmith's own Secret is touched.
+func (r *ApiKeyReconciler) emptySecret(ctx context.Context, s *corev1.Secret) error {
+	if len(s.Data[v1alpha1.SecretKeyAPIKey]) == 0 && len(s.Data[v1alpha1.SecretKeyKeyID]) == 0 {
+		return nil
+	}
+	empty := s.DeepCopy()
+	empty.Data = map[string][]byte{v1alpha1.SecretKeyAPIKey: {}, v1alpha1.SecretKeyKeyID: {}, v1alpha1.SecretKeyExpiresAt: {}}
+	if err := r.Client.Update(ctx, empty); err != nil {
+		return sanitized(err, fmt.Sprintf("emptying Secret %s/%s", s.Namespace, s.Name))
+	}
+	return nil
+}
+
 // applySecretMetadata sets keysmith's labels and the template's labels and annotations. Labels and
 // annotations that others added are kept; the ApiKey's own labels and annotations are never copied.
 func applySecretMetadata(ak *v1alpha1.ApiKey, s *corev1.Secret) {

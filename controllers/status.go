@@ -30,9 +30,11 @@ func validate(ak *v1alpha1.ApiKey) (effective, error) {
 		return effective{}, err
 	}
 	return effective{settings: s, lifecycle: rotation.Settings{
-		Lifetime: s.ExpiresAfter.Duration,
-		Period:   v1alpha1.Get(s.RotationPeriod),
-		Overlap:  v1alpha1.Get(s.Overlap),
+		Lifetime:      s.ExpiresAfter.Duration,
+		Period:        v1alpha1.Get(s.RotationPeriod),
+		Overlap:       v1alpha1.Get(s.Overlap),
+		UnusedAfter:   v1alpha1.Get(s.RevokeUnusedAfter),
+		ExpiryWarning: s.ExpiryWarning.Duration,
 	}}, nil
 }
 
@@ -46,16 +48,27 @@ func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued 
 		st.CurrentKeyID = issued[0].ID
 	}
 	st.HandledRotateRequest = plan.HandledRotateRequest
+	st.HandledRevokeRequest = plan.HandledRevokeRequest
 	st.Effective = &s.settings
 	st.NextRotationAt = nil
 	if !plan.NextRotation.IsZero() {
 		st.NextRotationAt = &metav1.Time{Time: plan.NextRotation}
 	}
 	st.ObservedGeneration = ak.Generation
-	if plan.Expired {
+	setExpiringSoon(&st, ak.Generation, plan)
+	switch plan.Inactive {
+	case v1alpha1.ReasonExpired:
 		// Stalled: only a person can move it on (kstatus, Argo CD and Flux then report it as failed).
 		setStalled(&st, ak.Generation, plan.Now, v1alpha1.ReasonExpired,
 			"The current key has expired and rotation is not configured. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key.")
+		return st
+	case v1alpha1.ReasonUnused:
+		setStalled(&st, ak.Generation, plan.Now, v1alpha1.ReasonUnused,
+			"The current key was revoked because it was not used for revokeUnusedAfter. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key.")
+		return st
+	case v1alpha1.ReasonDisabled:
+		setNotReady(&st, ak.Generation, plan.Now, v1alpha1.ReasonDisabled,
+			"spec.disabled is true: every key is revoked and the Secret's api-key is empty. Set it to false to issue a fresh key.")
 		return st
 	}
 	current := st.CurrentKeyID
@@ -161,6 +174,19 @@ func setIssuing(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time) {
 func setStalled(st *v1alpha1.ApiKeyStatus, gen int64, now time.Time, reason, msg string) {
 	st.ObservedGeneration = gen
 	setConditions(st, gen, now, false, false, true, reason, msg)
+}
+
+// setExpiringSoon sets ExpiringSoon from the plan (True when the current key expires within the warning
+// and no rotation replaces it before).
+func setExpiringSoon(st *v1alpha1.ApiKeyStatus, gen int64, plan rotation.Plan) {
+	c := condition(v1alpha1.ConditionExpiringSoon, metav1.ConditionFalse, v1alpha1.ReasonNotExpiring, "", gen, plan.Now)
+	if plan.ExpiringSoon {
+		if k := findKey(st.Keys, st.CurrentKeyID); k != nil {
+			c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonWillExpire
+			c.Message = fmt.Sprintf("Key %s expires at %s and no rotation will replace it before; annotate keysmith.dev/rotate or configure rotation", k.ID, k.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
 }
 
 func isReady(ak *v1alpha1.ApiKey) bool {

@@ -55,6 +55,19 @@ type ApiKeySpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="expiresAfter must be at least 1m"
 	ExpiresAfter *metav1.Duration `json:"expiresAfter,omitempty"`
+
+	// RevokeUnusedAfter revokes a key that has not been used for this long (counted from its last use, or
+	// from its issue time if it was never used), reason `Unused`. A rotate request issues a fresh key.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="revokeUnusedAfter must be at least 1m"
+	RevokeUnusedAfter *metav1.Duration `json:"revokeUnusedAfter,omitempty"`
+
+	// Disabled is a kill switch: every key is revoked (reason `Disabled`) and the Secret's api-key is
+	// emptied. Setting it back to false issues a fresh key; revoked keys never come back.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // SecretTemplate holds metadata added to the Secret.
@@ -137,6 +150,11 @@ type EffectiveSettings struct {
 	ExpiresAfter   metav1.Duration  `json:"expiresAfter"`
 	RotationPeriod *metav1.Duration `json:"rotationPeriod,omitempty"`
 	Overlap        *metav1.Duration `json:"overlap,omitempty"`
+	// RevokeUnusedAfter revokes keys unused for this long; unset means never.
+	RevokeUnusedAfter *metav1.Duration `json:"revokeUnusedAfter,omitempty"`
+	// ExpiryWarning is how long before the current key's notAfter ExpiringSoon is raised, for keys that
+	// will not be rotated in time.
+	ExpiryWarning metav1.Duration `json:"expiryWarning"`
 }
 
 // ApiKeyStatus is written by keysmith only.
@@ -166,6 +184,10 @@ type ApiKeyStatus struct {
 	// HandledRotateRequest is the last value of the keysmith.dev/rotate annotation that was acted on.
 	// +optional
 	HandledRotateRequest string `json:"handledRotateRequest,omitempty"`
+
+	// HandledRevokeRequest is the last value of the keysmith.dev/revoke annotation that was acted on.
+	// +optional
+	HandledRevokeRequest string `json:"handledRevokeRequest,omitempty"`
 
 	// LastUsedAt is the newest use of any of this ApiKey's keys.
 	// +optional

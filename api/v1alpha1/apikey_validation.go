@@ -57,6 +57,9 @@ func (s *ApiKeySpec) Validate() field.ErrorList {
 		errs = append(errs, metav1validation.ValidateLabels(t.Labels, tp.Child("labels"))...)
 		errs = append(errs, apivalidation.ValidateAnnotations(t.Annotations, tp.Child("annotations"))...)
 	}
+	if s.RevokeUnusedAfter != nil && s.RevokeUnusedAfter.Duration < MinDuration {
+		errs = append(errs, field.Invalid(p.Child("revokeUnusedAfter"), s.RevokeUnusedAfter.Duration.String(), "revokeUnusedAfter must be at least 1m"))
+	}
 	if s.ExpiresAfter != nil && s.ExpiresAfter.Duration < MinDuration {
 		errs = append(errs, field.Invalid(p.Child("expiresAfter"), s.ExpiresAfter.Duration.String(), "expiresAfter must be at least 1m"))
 	}
@@ -81,6 +84,10 @@ func (s *ApiKeySpec) Effective() (EffectiveSettings, error) {
 		e.Environment = EnvironmentLive
 	}
 	e.Overlap = durationPtr(min(MaxDefaultOverlap, e.ExpiresAfter.Duration/2).Truncate(time.Second))
+	e.ExpiryWarning = metav1.Duration{Duration: DefaultExpiryWarning}
+	if s.RevokeUnusedAfter != nil {
+		e.RevokeUnusedAfter = durationPtr(s.RevokeUnusedAfter.Duration.Truncate(time.Second))
+	}
 	if r := s.Rotation; r != nil {
 		period := r.Period.Duration.Truncate(time.Second)
 		overlap := min(MaxDefaultOverlap, period/2).Truncate(time.Second)

@@ -10,6 +10,9 @@ const (
 	ConditionReconciling = "Reconciling"
 	// ConditionStalled is True when keysmith cannot make progress without a change by a person.
 	ConditionStalled = "Stalled"
+	// ConditionExpiringSoon is True when the current key expires within the expiry warning and will not be
+	// rotated before that.
+	ConditionExpiringSoon = "ExpiringSoon"
 )
 
 // Condition reasons.
@@ -20,6 +23,11 @@ const (
 	ReasonInvalidSpec    = "InvalidSpec"
 	ReasonExpired        = "Expired"
 	ReasonDeleting       = "Deleting"
+	ReasonDisabled       = "Disabled"
+	ReasonUnused         = "Unused"
+	ReasonRevoked        = "Revoked"
+	ReasonWillExpire     = "WillExpire"
+	ReasonNotExpiring    = "NotExpiring"
 	// ReasonSecretWriteFailed: the API server refused the Secret (a policy, a quota, invalid metadata).
 	ReasonSecretWriteFailed = "SecretWriteFailed"
 )
@@ -35,12 +43,20 @@ const (
 	EventSecretRestored    = "SecretRestored"
 	EventInvalidSpec       = "InvalidSpec"
 	EventSecretWriteFailed = "SecretWriteFailed"
+	EventExpiringSoon      = "ExpiringSoon"
+	EventInvalidAnnotation = "InvalidAnnotation"
 )
 
 // Revocation reasons recorded in status.keys[].reason.
 const (
 	// RevokedDeleted marks keys revoked because their ApiKey was deleted.
 	RevokedDeleted = "Deleted"
+	// RevokedManual marks keys revoked through the keysmith.dev/revoke annotation.
+	RevokedManual = "Manual"
+	// RevokedDisabled marks keys revoked by spec.disabled.
+	RevokedDisabled = "Disabled"
+	// RevokedUnused marks keys revoked because they were not used for revokeUnusedAfter.
+	RevokedUnused = "Unused"
 )
 
 // Labels, annotations and finalizers.
@@ -53,6 +69,9 @@ const (
 	LabelApiKey = "keysmith.dev/apikey"
 	// AnnotationRotate requests one rotation each time its value changes.
 	AnnotationRotate = "keysmith.dev/rotate"
+	// AnnotationRevoke revokes keys at once: a comma-separated list of key ids, or "all". Each value is
+	// handled once.
+	AnnotationRevoke = "keysmith.dev/revoke"
 	// Finalizer is held by every ApiKey until its keys are revoked and its Secret deleted.
 	Finalizer = "keysmith.dev/revoke-keys"
 )
@@ -75,6 +94,8 @@ const (
 	DefaultExpiresAfter = 90 * 24 * time.Hour
 	// MaxDefaultOverlap caps the overlap used when spec.rotation.overlap is not set.
 	MaxDefaultOverlap = 24 * time.Hour
+	// DefaultExpiryWarning is how long before notAfter ExpiringSoon is raised: 14 days.
+	DefaultExpiryWarning = 14 * 24 * time.Hour
 	// MaxKeysInStatus bounds status.keys.
 	MaxKeysInStatus = 16
 )

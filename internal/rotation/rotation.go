@@ -4,6 +4,9 @@
 package rotation
 
 import (
+	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +22,10 @@ type Settings struct {
 	Period time.Duration
 	// Overlap during which the previous key stays valid after a rotation (scheduled or not).
 	Overlap time.Duration
+	// UnusedAfter revokes keys not used for this long; 0 disables it.
+	UnusedAfter time.Duration
+	// ExpiryWarning is how long before notAfter a key that will not be rotated in time is reported.
+	ExpiryWarning time.Duration
 }
 
 // SecretState is what the Secret holds, relative to status.
@@ -46,7 +53,13 @@ type Input struct {
 	// RotateRequest is the value of the keysmith.dev/rotate annotation; HandledRotateRequest the last one acted on.
 	RotateRequest        string
 	HandledRotateRequest string
-	Secret               SecretState
+	// RevokeRequest is the value of the keysmith.dev/revoke annotation ("all" or key ids, comma
+	// separated); HandledRevokeRequest the last one acted on.
+	RevokeRequest        string
+	HandledRevokeRequest string
+	// Disabled is spec.disabled.
+	Disabled bool
+	Secret   SecretState
 }
 
 // Trigger says why a new key is issued.
@@ -62,6 +75,10 @@ const (
 	// TriggerSecretTampered: the Secret no longer holds the current key (edited, or left behind by a
 	// crash between recording a key and writing it); handled as in a rotation.
 	TriggerSecretTampered Trigger = "SecretTampered"
+	// TriggerRevoked: the current key was revoked on request; a fresh one replaces it at once.
+	TriggerRevoked Trigger = "Revoked"
+	// TriggerEnabled: spec.disabled was turned off.
+	TriggerEnabled Trigger = "Enabled"
 )
 
 // Transition is one key changing state, reported so that the caller can emit one event per transition.
@@ -82,10 +99,18 @@ type Plan struct {
 	CurrentKeyID string
 	// Transitions lists the state changes of existing keys.
 	Transitions []Transition
-	// HandledRotateRequest is the value to record in status.
+	// HandledRotateRequest and HandledRevokeRequest are the values to record in status.
 	HandledRotateRequest string
-	// Expired is true when there is no valid current key and none will be issued (no rotation).
-	Expired bool
+	HandledRevokeRequest string
+	// RevokeProblem describes a keysmith.dev/revoke value that could not be acted on (keys untouched),
+	// or ids it named that are not listed.
+	RevokeProblem string
+	// Inactive is why there is no valid current key and none will be issued: v1alpha1.ReasonExpired,
+	// ReasonUnused or ReasonDisabled; empty otherwise.
+	Inactive string
+	// ExpiringSoon is true when the current key expires within the expiry warning and no rotation will
+	// replace it before.
+	ExpiringSoon bool
 	// NextRotation is when the current key (or the new one) rotates; zero without rotation.
 	NextRotation time.Time
 	// NextWake is the earliest instant after Now at which Plan would decide something new; zero for never.
@@ -97,7 +122,8 @@ type Plan struct {
 // Decide plans the lifecycle step for in. It is a pure function of its input.
 func Decide(in Input) Plan {
 	now := in.Now.Truncate(time.Second)
-	p := Plan{Now: now, CurrentKeyID: in.CurrentKeyID, HandledRotateRequest: in.HandledRotateRequest, settings: in.Settings}
+	p := Plan{Now: now, CurrentKeyID: in.CurrentKeyID, HandledRotateRequest: in.HandledRotateRequest,
+		HandledRevokeRequest: in.HandledRevokeRequest, settings: in.Settings}
 	p.Keys = make([]v1alpha1.IssuedKey, len(in.Keys))
 	copy(p.Keys, in.Keys)
 
@@ -110,22 +136,73 @@ func Decide(in Input) Plan {
 	}
 	current := p.current()
 
-	// 2. Whether a new key is due, most specific reason first.
+	// 2. Revocations: the kill switch, revoke requests, unused keys.
+	if in.Disabled {
+		for i := range p.Keys {
+			p.revoke(&p.Keys[i], v1alpha1.RevokedDisabled)
+		}
+		p.HandledRevokeRequest = in.RevokeRequest
+		p.HandledRotateRequest = in.RotateRequest
+		p.Inactive = v1alpha1.ReasonDisabled
+		p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
+		return p
+	}
+	if in.RevokeRequest != "" && in.RevokeRequest != in.HandledRevokeRequest {
+		p.HandledRevokeRequest = in.RevokeRequest
+		ids, all, problem := ParseRevokeRequest(in.RevokeRequest)
+		var unknown []string
+		if problem == "" {
+			for _, id := range ids {
+				if k := p.find(id); k != nil {
+					p.revoke(k, v1alpha1.RevokedManual)
+				} else {
+					unknown = append(unknown, id)
+				}
+			}
+			if all {
+				for i := range p.Keys {
+					p.revoke(&p.Keys[i], v1alpha1.RevokedManual)
+				}
+			}
+			if len(unknown) > 0 {
+				problem = fmt.Sprintf("keysmith.dev/revoke names keys this ApiKey does not list: %s (the others were revoked)", strings.Join(unknown, ", "))
+			}
+		}
+		p.RevokeProblem = problem
+	}
+	if in.Settings.UnusedAfter > 0 {
+		for i := range p.Keys {
+			if !now.Before(lastUse(p.Keys[i]).Add(in.Settings.UnusedAfter)) {
+				p.revoke(&p.Keys[i], v1alpha1.RevokedUnused)
+			}
+		}
+	}
+	current = p.current()
+	previous := p.find(in.CurrentKeyID)
+
+	// 3. Whether a new key is due, most specific reason first.
 	manual := in.RotateRequest != "" && in.RotateRequest != in.HandledRotateRequest
 	switch {
 	case in.Secret == SecretForeign:
 		// Never touch a Secret keysmith did not create: nothing is issued until the conflict is resolved.
 	case len(in.Keys) == 0:
 		p.Issue = TriggerInitial
-	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretMissing:
+	case current != nil && in.Secret == SecretMissing:
 		p.Issue = TriggerSecretLost
-	case current != nil && current.State == v1alpha1.KeyActive && in.Secret == SecretTampered:
+	case current != nil && in.Secret == SecretTampered:
 		p.Issue = TriggerSecretTampered
 	case manual:
 		p.Issue = TriggerManual
 	case in.Settings.Period > 0 && current != nil && !now.Before(current.IssuedAt.Add(in.Settings.Period)):
 		p.Issue = TriggerScheduled
-	case in.Settings.Period > 0 && current == nil:
+	case current != nil:
+	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedManual:
+		p.Issue = TriggerRevoked
+	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedDisabled:
+		p.Issue = TriggerEnabled
+	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedUnused:
+		// An unused key stays revoked until someone asks for a fresh one (keysmith.dev/rotate).
+	case in.Settings.Period > 0:
 		// The current key is gone (expired while keysmith was down); rotation means there must be one.
 		p.Issue = TriggerScheduled
 	}
@@ -134,7 +211,7 @@ func Decide(in Input) Plan {
 		p.HandledRotateRequest = in.RotateRequest
 	}
 
-	// 3. The previous key once a new one is issued.
+	// 4. The previous key once a new one is issued.
 	// A key that never reached the Secret (a crash between the two writes) is handled the same way: nobody
 	// holds it, and if somebody does after all (a restored Secret), the overlap keeps them working.
 	if p.Issue != TriggerNone && current != nil && current.State == v1alpha1.KeyActive {
@@ -148,9 +225,14 @@ func Decide(in Input) Plan {
 			p.transition(current, v1alpha1.KeyExpired)
 		}
 	}
-	p.Expired = p.Issue == TriggerNone && p.current() == nil && len(p.Keys) > 0
+	if p.Issue == TriggerNone && p.current() == nil && len(p.Keys) > 0 {
+		p.Inactive = v1alpha1.ReasonExpired
+		if previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedUnused {
+			p.Inactive = v1alpha1.ReasonUnused
+		}
+	}
 
-	// 4. When to look again.
+	// 5. When to look again.
 	if in.Settings.Period > 0 {
 		switch {
 		case p.Issue != TriggerNone:
@@ -162,14 +244,88 @@ func Decide(in Input) Plan {
 	p.NextWake = p.NextRotation
 	if p.Issue != TriggerNone {
 		p.NextWake = earliest(p.NextWake, now.Add(in.Settings.Lifetime))
+		if in.Settings.UnusedAfter > 0 {
+			p.NextWake = earliest(p.NextWake, now.Add(in.Settings.UnusedAfter))
+		}
 	}
 	for _, k := range p.Keys {
 		if k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring {
 			p.NextWake = earliest(p.NextWake, k.NotAfter.Time)
+			if in.Settings.UnusedAfter > 0 {
+				p.NextWake = earliest(p.NextWake, lastUse(k).Add(in.Settings.UnusedAfter))
+			}
+		}
+	}
+	// 6. A current key that will expire before any rotation replaces it.
+	if cur := p.current(); cur != nil && p.Issue == TriggerNone && in.Settings.ExpiryWarning > 0 {
+		rotatesInTime := !p.NextRotation.IsZero() && p.NextRotation.Before(cur.NotAfter.Time)
+		warnAt := cur.NotAfter.Add(-in.Settings.ExpiryWarning)
+		if !rotatesInTime {
+			if now.Before(warnAt) {
+				p.NextWake = earliest(p.NextWake, warnAt)
+			} else {
+				p.ExpiringSoon = true
+			}
 		}
 	}
 	p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
 	return p
+}
+
+// revoke revokes k (when it is still valid) for reason.
+func (p *Plan) revoke(k *v1alpha1.IssuedKey, reason string) {
+	if k.State != v1alpha1.KeyActive && k.State != v1alpha1.KeyRetiring {
+		return
+	}
+	p.transition(k, v1alpha1.KeyRevoked)
+	k.RevokedAt = &metav1.Time{Time: p.Now}
+	k.Reason = reason
+}
+
+func (p *Plan) find(id string) *v1alpha1.IssuedKey {
+	for i := range p.Keys {
+		if p.Keys[i].ID == id {
+			return &p.Keys[i]
+		}
+	}
+	return nil
+}
+
+func lastUse(k v1alpha1.IssuedKey) time.Time {
+	if k.LastUsedAt != nil && k.LastUsedAt.After(k.IssuedAt.Time) {
+		return k.LastUsedAt.Time
+	}
+	return k.IssuedAt.Time
+}
+
+var keyIDPattern = regexp.MustCompile(`^[0-9a-f]{12}$`)
+
+// ParseRevokeRequest reads a keysmith.dev/revoke value: "all", or key ids separated by commas. problem is
+// set (and nothing should be revoked) when the value is malformed.
+func ParseRevokeRequest(v string) (ids []string, all bool, problem string) {
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		switch {
+		case part == "":
+		case part == "all":
+			all = true
+		case keyIDPattern.MatchString(part):
+			ids = append(ids, part)
+		default:
+			return nil, false, fmt.Sprintf("keysmith.dev/revoke value %q is not \"all\" or a comma-separated list of 12-hex-digit key ids; no key was revoked", truncate(v, 80))
+		}
+	}
+	if !all && len(ids) == 0 {
+		return nil, false, "keysmith.dev/revoke is empty; no key was revoked"
+	}
+	return ids, all, ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // current returns the current key in p.Keys when it is still listed as Active, else nil. An expired or

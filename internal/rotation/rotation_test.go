@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +36,10 @@ func TestDecide(t *testing.T) {
 		states       map[string]v1alpha1.KeyState
 		notAfter     map[string]time.Duration
 		transitions  int
-		expired      bool
+		inactive     string
+		expiringSoon bool
+		problem      string // substring of RevokeProblem
+		handledRev   string
 		handled      string
 		nextRotation time.Duration // from t0; -1 for zero
 		nextWake     time.Duration // from t0; -1 for zero
@@ -125,13 +129,13 @@ func TestDecide(t *testing.T) {
 			name: "no rotation: the key expires and nothing is issued",
 			in: Input{Now: at(90 * day), Settings: noRotation, CurrentKeyID: "a", Secret: SecretCurrent,
 				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
-			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, transitions: 1, expired: true, nextRotation: -1, nextWake: -1},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, transitions: 1, inactive: v1alpha1.ReasonExpired, nextRotation: -1, nextWake: -1},
 		},
 		{
 			name: "no rotation: an expired ApiKey stays expired when its Secret goes",
 			in: Input{Now: at(100 * day), Settings: noRotation, CurrentKeyID: "a", Secret: SecretMissing,
 				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyExpired, 0, 90*day)}},
-			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, expired: true, nextRotation: -1, nextWake: -1},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyExpired}, inactive: v1alpha1.ReasonExpired, nextRotation: -1, nextWake: -1},
 		},
 		{
 			name: "no rotation: a rotate request issues a fresh key after expiry",
@@ -187,6 +191,100 @@ func TestDecide(t *testing.T) {
 				notAfter: map[string]time.Duration{"a": 6 * day}, transitions: 1, nextRotation: -1, nextWake: 6 * day},
 		},
 		{
+			name: "revoke the current key: a fresh key at once, no overlap",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "aaaaaaaaaaaa", Secret: SecretCurrent, RevokeRequest: "aaaaaaaaaaaa",
+				Keys: []v1alpha1.IssuedKey{key("aaaaaaaaaaaa", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerRevoked, handledRev: "aaaaaaaaaaaa", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked},
+				transitions: 1, nextRotation: 35 * day, nextWake: 35 * day},
+		},
+		{
+			name: "revoke a retiring key only",
+			in: Input{Now: at(30*day + h), Settings: monthly, CurrentKeyID: "bbbbbbbbbbbb", Secret: SecretCurrent, RevokeRequest: " aaaaaaaaaaaa ",
+				Keys: []v1alpha1.IssuedKey{key("bbbbbbbbbbbb", v1alpha1.KeyActive, 30*day, 120*day), key("aaaaaaaaaaaa", v1alpha1.KeyRetiring, 0, 31*day)}},
+			want: want{handledRev: " aaaaaaaaaaaa ", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked, "bbbbbbbbbbbb": v1alpha1.KeyActive},
+				transitions: 1, nextRotation: 60 * day, nextWake: 60 * day},
+		},
+		{
+			name: "revoke all",
+			in: Input{Now: at(30*day + h), Settings: monthly, CurrentKeyID: "bbbbbbbbbbbb", Secret: SecretCurrent, RevokeRequest: "all",
+				Keys: []v1alpha1.IssuedKey{key("bbbbbbbbbbbb", v1alpha1.KeyActive, 30*day, 120*day), key("aaaaaaaaaaaa", v1alpha1.KeyRetiring, 0, 31*day)}},
+			want: want{issue: TriggerRevoked, handledRev: "all", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked, "bbbbbbbbbbbb": v1alpha1.KeyRevoked},
+				transitions: 2, nextRotation: 60*day + h, nextWake: 60*day + h},
+		},
+		{
+			name: "a malformed revoke value leaves keys untouched and is handled once",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "aaaaaaaaaaaa", Secret: SecretCurrent, RevokeRequest: "the leaked one",
+				Keys: []v1alpha1.IssuedKey{key("aaaaaaaaaaaa", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{handledRev: "the leaked one", problem: "no key was revoked", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyActive},
+				nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "unknown ids are reported, listed ones revoked",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "aaaaaaaaaaaa", Secret: SecretCurrent, RevokeRequest: "aaaaaaaaaaaa,cccccccccccc",
+				Keys: []v1alpha1.IssuedKey{key("aaaaaaaaaaaa", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerRevoked, handledRev: "aaaaaaaaaaaa,cccccccccccc", problem: "cccccccccccc", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked},
+				transitions: 1, nextRotation: 35 * day, nextWake: 35 * day},
+		},
+		{
+			name: "a handled revoke value does nothing",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "bbbbbbbbbbbb", Secret: SecretCurrent, RevokeRequest: "aaaaaaaaaaaa", HandledRevokeRequest: "aaaaaaaaaaaa",
+				Keys: []v1alpha1.IssuedKey{key("bbbbbbbbbbbb", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{handledRev: "aaaaaaaaaaaa", states: map[string]v1alpha1.KeyState{"bbbbbbbbbbbb": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "disabled: everything revoked, nothing issued",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "b", Secret: SecretCurrent, Disabled: true, RotateRequest: "r",
+				Keys: []v1alpha1.IssuedKey{key("b", v1alpha1.KeyActive, 0, 90*day), key("a", v1alpha1.KeyRetiring, 0, 6*day)}},
+			want: want{inactive: v1alpha1.ReasonDisabled, handled: "r", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRevoked, "b": v1alpha1.KeyRevoked},
+				transitions: 2, nextRotation: -1, nextWake: -1},
+		},
+		{
+			name: "enabled again: a fresh key",
+			in: Input{Now: at(6 * day), Settings: monthly, CurrentKeyID: "b", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{{ID: "b", State: v1alpha1.KeyRevoked, Reason: v1alpha1.RevokedDisabled, IssuedAt: metav1.Time{Time: t0}, NotAfter: metav1.Time{Time: at(90 * day)}}}},
+			want: want{issue: TriggerEnabled, states: map[string]v1alpha1.KeyState{"b": v1alpha1.KeyRevoked}, nextRotation: 36 * day, nextWake: 36 * day},
+		},
+		{
+			name: "unused for the limit: revoked, not replaced",
+			in: Input{Now: at(30 * day), Settings: Settings{Lifetime: 90 * day, UnusedAfter: 30 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{inactive: v1alpha1.ReasonUnused, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRevoked}, transitions: 1, nextRotation: -1, nextWake: -1},
+		},
+		{
+			name: "recently used: kept, woken at its unused deadline",
+			in: Input{Now: at(30 * day), Settings: Settings{Lifetime: 90 * day, UnusedAfter: 30 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{func() v1alpha1.IssuedKey {
+					k := key("a", v1alpha1.KeyActive, 0, 90*day)
+					k.LastUsedAt = &metav1.Time{Time: at(20 * day)}
+					return k
+				}()}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: -1, nextWake: 50 * day},
+		},
+		{
+			name: "unused and revoked: a rotate request issues a fresh key",
+			in: Input{Now: at(31 * day), Settings: Settings{Lifetime: 90 * day, UnusedAfter: 30 * day}, CurrentKeyID: "a", Secret: SecretCurrent, RotateRequest: "again",
+				Keys: []v1alpha1.IssuedKey{{ID: "a", State: v1alpha1.KeyRevoked, Reason: v1alpha1.RevokedUnused, IssuedAt: metav1.Time{Time: t0}, NotAfter: metav1.Time{Time: at(90 * day)}}}},
+			want: want{issue: TriggerManual, handled: "again", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyRevoked}, nextRotation: -1, nextWake: 61 * day},
+		},
+		{
+			name: "no rotation: expiring soon within the warning",
+			in: Input{Now: at(76 * day), Settings: Settings{Lifetime: 90 * day, ExpiryWarning: 14 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{expiringSoon: true, states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: -1, nextWake: 90 * day},
+		},
+		{
+			name: "no rotation: woken when the warning starts",
+			in: Input{Now: at(10 * day), Settings: Settings{Lifetime: 90 * day, ExpiryWarning: 14 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: -1, nextWake: 76 * day},
+		},
+		{
+			name: "rotation in time: no warning",
+			in: Input{Now: at(29 * day), Settings: Settings{Lifetime: 31 * day, Period: 30 * day, Overlap: h, ExpiryWarning: 14 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
+				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 31*day)}},
+			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
 			name: "foreign Secret: nothing is issued",
 			in:   Input{Now: at(0), Settings: monthly, Secret: SecretForeign},
 			want: want{nextRotation: -1, nextWake: -1},
@@ -214,8 +312,17 @@ func TestDecide(t *testing.T) {
 			if len(p.Transitions) != tc.want.transitions {
 				t.Errorf("transitions = %+v, want %d", p.Transitions, tc.want.transitions)
 			}
-			if p.Expired != tc.want.expired {
-				t.Errorf("Expired = %v, want %v", p.Expired, tc.want.expired)
+			if p.Inactive != tc.want.inactive {
+				t.Errorf("Inactive = %q, want %q", p.Inactive, tc.want.inactive)
+			}
+			if p.ExpiringSoon != tc.want.expiringSoon {
+				t.Errorf("ExpiringSoon = %v, want %v", p.ExpiringSoon, tc.want.expiringSoon)
+			}
+			if (tc.want.problem == "") != (p.RevokeProblem == "") || !strings.Contains(p.RevokeProblem, tc.want.problem) {
+				t.Errorf("RevokeProblem = %q, want %q", p.RevokeProblem, tc.want.problem)
+			}
+			if p.HandledRevokeRequest != tc.want.handledRev {
+				t.Errorf("HandledRevokeRequest = %q, want %q", p.HandledRevokeRequest, tc.want.handledRev)
 			}
 			if p.HandledRotateRequest != tc.want.handled {
 				t.Errorf("HandledRotateRequest = %q, want %q", p.HandledRotateRequest, tc.want.handled)
