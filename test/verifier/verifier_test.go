@@ -259,3 +259,41 @@ func grant(path, user string) string {
 	}))).To(Succeed())
 	return user
 }
+
+var _ = Describe("The verifier after lifecycle revocations", func() {
+	It("refuses a manually revoked key on the next request", func() {
+		ns := newNamespace()
+		ak, key := issue(ns, "manual")
+		start := time.Now()
+		annotate(ns, "manual", v1alpha1.AnnotationRevoke, ak.Status.CurrentKeyID)
+		Eventually(func() verify.Code { return code(key) }, eventually, time.Millisecond).Should(Equal(verify.CodeRevoked))
+		GinkgoWriter.Printf("keysmith.dev/revoke: key refused %s after the annotation\n", time.Since(start))
+		_, fresh := waitKey(ns, "manual", ak.Status.CurrentKeyID)
+		Expect(code(fresh)).To(Equal(verify.CodeValid))
+	})
+
+	It("refuses an unused key once revoked, and an expired key at its notAfter", func() {
+		ns := newNamespace()
+		idle, idleKey := issue(ns, "idle", func(ak *v1alpha1.ApiKey) { ak.Spec.RevokeUnusedAfter = &metav1.Duration{Duration: time.Hour} })
+		_, endingKey := issue(ns, "ending", func(ak *v1alpha1.ApiKey) { ak.Spec.ExpiresAfter = &metav1.Duration{Duration: 2 * time.Hour} })
+		clk.SetTime(idle.Status.Keys[0].IssuedAt.Add(time.Hour))
+		annotate(ns, "idle", "test.keysmith.dev/poke", "1")
+		Eventually(func() verify.Code { return code(idleKey) }, eventually, poll).Should(Equal(verify.CodeRevoked))
+
+		ending := get(ns, "ending")
+		clk.SetTime(ending.Status.Keys[0].NotAfter.Time)
+		Expect(code(endingKey)).To(Equal(verify.CodeExpired), "refused at notAfter, before the operator marks it")
+		annotate(ns, "ending", "test.keysmith.dev/poke", "1")
+		Eventually(func() v1alpha1.KeyState { return get(ns, "ending").Status.Keys[0].State }, eventually, poll).Should(Equal(v1alpha1.KeyExpired))
+		Expect(code(endingKey)).To(Equal(verify.CodeExpired))
+	})
+
+	It("refuses every key of a disabled ApiKey", func() {
+		ns := newNamespace()
+		_, key := issue(ns, "off")
+		ak := get(ns, "off")
+		ak.Spec.Disabled = true
+		Expect(k8s.Update(context.Background(), ak)).To(Succeed())
+		Eventually(func() verify.Code { return code(key) }, eventually, time.Millisecond).Should(Equal(verify.CodeRevoked))
+	})
+})
