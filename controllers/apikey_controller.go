@@ -21,6 +21,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/metrics"
 	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
@@ -220,6 +221,7 @@ func (r *ApiKeyReconciler) reconcileDelete(ctx context.Context, ak *v1alpha1.Api
 		return err
 	}
 	if len(revoked) > 0 {
+		metrics.Revocations.WithLabelValues(v1alpha1.RevokedDeleted).Add(float64(len(revoked)))
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeNormal, v1alpha1.EventKeyRevoked, "Revoke",
 			"Revoked %d key(s) because the ApiKey is being deleted: %v", len(revoked), revoked)
 	}

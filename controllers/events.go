@@ -6,11 +6,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/metrics"
 	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
 // recordIssue emits the one event that says why a key was issued. Events carry key ids, never keys.
 func (r *ApiKeyReconciler) recordIssue(ak *v1alpha1.ApiKey, plan rotation.Plan, id string) {
+	metrics.Rotations.WithLabelValues(string(plan.Issue)).Inc()
 	previous := plan.CurrentKeyID
 	switch plan.Issue {
 	case rotation.TriggerInitial:
@@ -47,6 +49,7 @@ func (r *ApiKeyReconciler) recordTransitions(ak *v1alpha1.ApiKey, plan rotation.
 	}
 	for _, reason := range []string{v1alpha1.RevokedManual, v1alpha1.RevokedDisabled, v1alpha1.RevokedUnused} {
 		if ids := revoked[reason]; len(ids) > 0 {
+			metrics.Revocations.WithLabelValues(reason).Add(float64(len(ids)))
 			typ := corev1.EventTypeNormal
 			if reason == v1alpha1.RevokedUnused {
 				typ = corev1.EventTypeWarning

@@ -18,11 +18,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/controllers"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/metrics"
 	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
@@ -121,6 +123,9 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		return nil, err
 	}
 	if err := v.Attach(mgr); err != nil {
+		return nil, err
+	}
+	if err := metrics.Register(ctrlmetrics.Registry, mgr.GetCache(), ctrl.Log.WithName("metrics")); err != nil {
 		return nil, err
 	}
 	return &Manager{Manager: mgr, Verifier: v}, nil
