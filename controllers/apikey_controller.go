@@ -13,10 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -72,6 +75,8 @@ func (r *ApiKeyReconciler) refusalBackoff(ak *v1alpha1.ApiKey, now time.Time) ti
 // +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeypolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // Reconcile moves one ApiKey one step towards its declared state. It decides with rotation.Decide and
 // writes in the order that keeps crashes safe (docs/design.md): status first, then the Secret, then status.
@@ -106,9 +111,16 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 	}
 	now := r.Clock.Now()
 
-	settings, err := validate(ak)
+	pol, err := r.evaluatePolicies(ctx, ak)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	settings, err := validate(ak, pol)
 	if err != nil {
 		return ctrl.Result{}, r.stall(ctx, ak, now, v1alpha1.ReasonInvalidSpec, v1alpha1.EventInvalidSpec, err.Error())
+	}
+	if len(pol.Violations) > 0 {
+		return ctrl.Result{}, r.enforce(ctx, ak, now, pol)
 	}
 	secret, state, err := r.observeSecret(ctx, ak)
 	if err != nil {
@@ -169,6 +181,10 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Op
 		Named(ControllerName).
 		For(&v1alpha1.ApiKey{}).
 		Owns(&corev1.Secret{}).
+		// A policy or a namespace's labels changing re-evaluates the ApiKeys concerned; no periodic sweep.
+		Watches(&v1alpha1.ApiKeyPolicy{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForPolicy)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysInNamespace),
+			builder.OnlyMetadata, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		WithOptions(opts).
 		Complete(r)
 }
@@ -217,6 +233,7 @@ func (r *ApiKeyReconciler) reconcileDelete(ctx context.Context, ak *v1alpha1.Api
 	}
 	now := r.Clock.Now()
 	st, revoked := revokeAll(ak, now, v1alpha1.RevokedDeleted)
+	setNotReady(&st, ak.Generation, now, v1alpha1.ReasonDeleting, "The ApiKey is being deleted; its keys are revoked")
 	if err := r.patchStatus(ctx, ak, st); err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ var _ = Describe("Install manifests", func() {
 			Expect(k8s.Patch(ctx, u, client.Apply, opts...)).To(Succeed(), "%s %s", u.GetKind(), u.GetName())
 		}
 		Expect(kinds).To(HaveKeyWithValue("Deployment", 1))
-		Expect(kinds).To(HaveKeyWithValue("CustomResourceDefinition", 1))
+		Expect(kinds).To(HaveKeyWithValue("CustomResourceDefinition", 2))
 		Expect(kinds).To(HaveKey("ClusterRole"))
 	})
 

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/policy"
 	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
@@ -20,15 +21,17 @@ type effective struct {
 	lifecycle rotation.Settings
 }
 
-// validate checks the spec again before acting (admission may have been bypassed) and applies defaults.
-func validate(ak *v1alpha1.ApiKey) (effective, error) {
+// validate checks the spec again before acting (admission may have been bypassed) and applies the
+// defaults (built in, or from the ApiKeyPolicies that apply).
+func validate(ak *v1alpha1.ApiKey, pol policy.Result) (effective, error) {
 	if errs := ak.Spec.Validate(); len(errs) > 0 {
 		return effective{}, errs.ToAggregate()
 	}
-	s, err := ak.Spec.Effective()
+	s, err := ak.Spec.EffectiveWith(pol.Defaults)
 	if err != nil {
 		return effective{}, err
 	}
+	s.Policies = pol.Applied
 	return effective{settings: s, lifecycle: rotation.Settings{
 		Lifetime:      s.ExpiresAfter.Duration,
 		Period:        v1alpha1.Get(s.RotationPeriod),
@@ -94,7 +97,6 @@ func revokeAll(ak *v1alpha1.ApiKey, now time.Time, reason string) (v1alpha1.ApiK
 			ids = append(ids, k.ID)
 		}
 	}
-	setNotReady(&st, ak.Generation, now, v1alpha1.ReasonDeleting, "The ApiKey is being deleted; its keys are revoked")
 	return st, ids
 }
 

@@ -155,6 +155,9 @@ type EffectiveSettings struct {
 	// ExpiryWarning is how long before the current key's notAfter ExpiringSoon is raised, for keys that
 	// will not be rotated in time.
 	ExpiryWarning metav1.Duration `json:"expiryWarning"`
+	// Policies lists the ApiKeyPolicies that apply.
+	// +optional
+	Policies []string `json:"policies,omitempty"`
 }
 
 // ApiKeyStatus is written by keysmith only.

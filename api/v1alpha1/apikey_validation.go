@@ -79,14 +79,31 @@ func (s *ApiKeySpec) Validate() field.ErrorList {
 // issued). The overlap also applies to rotations that are not scheduled (a rotate request, a repaired
 // Secret): without spec.rotation it is the smaller of 24h and half the lifetime.
 func (s *ApiKeySpec) Effective() (EffectiveSettings, error) {
-	e := EffectiveSettings{Environment: s.Environment, ExpiresAfter: seconds(durationOr(s.ExpiresAfter, DefaultExpiresAfter))}
+	return s.EffectiveWith(BuiltinDefaults)
+}
+
+// Defaults are the values used for what a spec leaves unset; ApiKeyPolicies can change them.
+type Defaults struct {
+	ExpiresAfter      time.Duration
+	ExpiryWarning     time.Duration
+	RevokeUnusedAfter time.Duration // 0: never
+}
+
+// BuiltinDefaults apply when no ApiKeyPolicy sets others.
+var BuiltinDefaults = Defaults{ExpiresAfter: DefaultExpiresAfter, ExpiryWarning: DefaultExpiryWarning}
+
+// EffectiveWith is Effective with the given defaults.
+func (s *ApiKeySpec) EffectiveWith(d Defaults) (EffectiveSettings, error) {
+	e := EffectiveSettings{Environment: s.Environment, ExpiresAfter: seconds(durationOr(s.ExpiresAfter, d.ExpiresAfter))}
 	if e.Environment == "" {
 		e.Environment = EnvironmentLive
 	}
 	e.Overlap = durationPtr(min(MaxDefaultOverlap, e.ExpiresAfter.Duration/2).Truncate(time.Second))
-	e.ExpiryWarning = metav1.Duration{Duration: DefaultExpiryWarning}
+	e.ExpiryWarning = metav1.Duration{Duration: d.ExpiryWarning}
 	if s.RevokeUnusedAfter != nil {
 		e.RevokeUnusedAfter = durationPtr(s.RevokeUnusedAfter.Duration.Truncate(time.Second))
+	} else if d.RevokeUnusedAfter > 0 {
+		e.RevokeUnusedAfter = durationPtr(d.RevokeUnusedAfter.Truncate(time.Second))
 	}
 	if r := s.Rotation; r != nil {
 		period := r.Period.Duration.Truncate(time.Second)

@@ -17,17 +17,18 @@ const (
 
 // Condition reasons.
 const (
-	ReasonKeyActive      = "KeyActive"
-	ReasonIssuing        = "Issuing"
-	ReasonSecretConflict = "SecretConflict"
-	ReasonInvalidSpec    = "InvalidSpec"
-	ReasonExpired        = "Expired"
-	ReasonDeleting       = "Deleting"
-	ReasonDisabled       = "Disabled"
-	ReasonUnused         = "Unused"
-	ReasonRevoked        = "Revoked"
-	ReasonWillExpire     = "WillExpire"
-	ReasonNotExpiring    = "NotExpiring"
+	ReasonKeyActive       = "KeyActive"
+	ReasonIssuing         = "Issuing"
+	ReasonSecretConflict  = "SecretConflict"
+	ReasonInvalidSpec     = "InvalidSpec"
+	ReasonExpired         = "Expired"
+	ReasonDeleting        = "Deleting"
+	ReasonDisabled        = "Disabled"
+	ReasonPolicyViolation = "PolicyViolation"
+	ReasonUnused          = "Unused"
+	ReasonRevoked         = "Revoked"
+	ReasonWillExpire      = "WillExpire"
+	ReasonNotExpiring     = "NotExpiring"
 	// ReasonSecretWriteFailed: the API server refused the Secret (a policy, a quota, invalid metadata).
 	ReasonSecretWriteFailed = "SecretWriteFailed"
 )
@@ -45,6 +46,7 @@ const (
 	EventSecretWriteFailed = "SecretWriteFailed"
 	EventExpiringSoon      = "ExpiringSoon"
 	EventInvalidAnnotation = "InvalidAnnotation"
+	EventPolicyViolation   = "PolicyViolation"
 )
 
 // Revocation reasons recorded in status.keys[].reason.
@@ -57,6 +59,8 @@ const (
 	RevokedDisabled = "Disabled"
 	// RevokedUnused marks keys revoked because they were not used for revokeUnusedAfter.
 	RevokedUnused = "Unused"
+	// RevokedPolicy marks keys revoked by an ApiKeyPolicy with enforcement Revoke.
+	RevokedPolicy = "PolicyViolation"
 )
 
 // Labels, annotations and finalizers.

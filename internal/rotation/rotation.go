@@ -198,7 +198,8 @@ func Decide(in Input) Plan {
 	case current != nil:
 	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedManual:
 		p.Issue = TriggerRevoked
-	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedDisabled:
+	case previous != nil && previous.State == v1alpha1.KeyRevoked &&
+		(previous.Reason == v1alpha1.RevokedDisabled || previous.Reason == v1alpha1.RevokedPolicy):
 		p.Issue = TriggerEnabled
 	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedUnused:
 		// An unused key stays revoked until someone asks for a fresh one (keysmith.dev/rotate).
