@@ -48,22 +48,23 @@ func Select(all []v1alpha1.ApiKeyPolicy, nsLabels map[string]string) ([]v1alpha1
 
 // Evaluate merges the selected policies' defaults and checks the spec against every rule. Defaults: the
 // shortest defaultExpiresAfter (never above the smallest maxExpiresAfter), the shortest
-// revokeUnusedAfter, the longest expiryWarning.
+// revokeUnusedAfter, the longest expiryWarning that a policy sets (else the built-in 14 days).
 func Evaluate(selected []v1alpha1.ApiKeyPolicy, spec *v1alpha1.ApiKeySpec) Result {
 	r := Result{Defaults: v1alpha1.BuiltinDefaults, Enforcement: v1alpha1.EnforcementBlock}
-	var defaultLife, maxLife time.Duration
+	var defaultLife, maxLife, warning time.Duration
 	for _, p := range selected {
 		r.Applied = append(r.Applied, p.Name)
 		s := p.Spec
 		defaultLife = shortest(defaultLife, get(s.DefaultExpiresAfter))
 		maxLife = shortest(maxLife, get(s.MaxExpiresAfter))
 		r.Defaults.RevokeUnusedAfter = shortest(r.Defaults.RevokeUnusedAfter, get(s.RevokeUnusedAfter))
-		if w := get(s.ExpiryWarning); w > r.Defaults.ExpiryWarning {
-			r.Defaults.ExpiryWarning = w
-		}
+		warning = max(warning, get(s.ExpiryWarning))
 	}
 	if defaultLife > 0 {
 		r.Defaults.ExpiresAfter = defaultLife
+	}
+	if warning > 0 {
+		r.Defaults.ExpiryWarning = warning
 	}
 	if maxLife > 0 && r.Defaults.ExpiresAfter > maxLife {
 		r.Defaults.ExpiresAfter = maxLife
