@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,11 +73,17 @@ var _ = Describe("Admission corpus (test/testdata)", Ordered, func() {
 				want := strings.TrimPrefix(first, "# expect-on-update: ")
 				Expect(docs).To(HaveLen(2), name)
 				Expect(k8s.Create(ctx, docs[0], strict)).To(Succeed(), name)
-				cur := &unstructured.Unstructured{}
-				cur.SetGroupVersionKind(docs[0].GroupVersionKind())
-				Expect(k8s.Get(ctx, client.ObjectKeyFromObject(docs[0]), cur)).To(Succeed())
-				docs[1].SetResourceVersion(cur.GetResourceVersion())
-				err := k8s.Update(ctx, docs[1], client.DryRunAll, strict)
+				// keysmith adds its finalizer and status meanwhile: retry on conflicts with the newest version.
+				var err error
+				for range 20 {
+					cur := &unstructured.Unstructured{}
+					cur.SetGroupVersionKind(docs[0].GroupVersionKind())
+					Expect(k8s.Get(ctx, client.ObjectKeyFromObject(docs[0]), cur)).To(Succeed())
+					docs[1].SetResourceVersion(cur.GetResourceVersion())
+					if err = k8s.Update(ctx, docs[1], client.DryRunAll, strict); !apierrors.IsConflict(err) {
+						break
+					}
+				}
 				Expect(err).To(HaveOccurred(), "%s: the update was accepted", name)
 				Expect(err.Error()).To(ContainSubstring(want), name)
 			default:
