@@ -185,3 +185,16 @@ func FindKeys(text string) int {
 	}
 	return n
 }
+
+// Events returns how many event writes went to namespace ns.
+func (c *WriteCounter) Events(ns string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, w := range c.writes {
+		if w.Namespace == ns && w.Resource == "events" {
+			n++
+		}
+	}
+	return n
+}

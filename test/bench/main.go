@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -44,6 +45,9 @@ type options struct {
 	duration time.Duration
 	trials   int
 	out      string
+	n        int
+	parallel int
+	idle     time.Duration
 }
 
 func main() {
@@ -52,7 +56,10 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 16, "concurrent load-generator connections")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
 	flag.IntVar(&o.trials, "revocation-trials", 100, "trials per revocation-latency scenario")
-	flag.StringVar(&o.out, "out", "bin/bench/verifier.json", "where to write the JSON results")
+	flag.StringVar(&o.out, "out", "bin/bench/results.json", "where to write the JSON results")
+	flag.IntVar(&o.n, "n", 1000, "ApiKeys issued at once in the issuance benchmark (the issue asks for 1000 and 5000)")
+	flag.IntVar(&o.parallel, "parallel", 4, "reconcile workers (--max-concurrent-reconciles) and bare-client workers")
+	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long writes are counted while nothing is due")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.WriteTo(discard{})))
 	if err := run(o); err != nil {
@@ -74,6 +81,7 @@ type Results struct {
 	Ratio        float64      `json:"throughputRatio"`
 	RevokeDelete Distribution `json:"revocationDelete"`
 	RevokeRotate Distribution `json:"revocationRotateOverlap0"`
+	Issuance     Issuance     `json:"issuance"`
 }
 
 type InProcess struct {
@@ -103,25 +111,37 @@ func run(o options) error {
 		return err
 	}
 	defer env.Stop() //nolint:errcheck
-	mgr, err := operator.NewManager(cfg, operator.Options{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: 4,
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	if err != nil {
+		return err
+	}
+	// The floor first, before the manager runs (it would reconcile those objects too).
+	fmt.Printf("issuance floor: a bare client writing %d keys' worth with %d workers...\n", o.n, o.parallel)
+	bare, err := bareIssuance(ctx, c, o.n, o.parallel)
+	if err != nil {
+		return err
+	}
+	var writes testenv.WriteCounter
+	mgrCfg := rest.CopyConfig(cfg)
+	writes.Wrap(mgrCfg)
+	mgr, err := operator.NewManager(mgrCfg, operator.Options{
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: o.parallel,
 		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: filepath.Join(os.TempDir(), "keysmith-bench-audit.log")},
 	})
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go func() { _ = mgr.Start(ctx) }()
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
-	if err != nil {
+	res := Results{Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
+	fmt.Printf("issuance: keysmith issuing %d first keys with %d workers, then %s idle...\n", o.n, o.parallel, o.idle)
+	if res.Issuance, err = runIssuance(ctx, c, &writes, bare, o.n, o.parallel, o.idle); err != nil {
 		return err
 	}
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
 		return err
 	}
-	res := Results{Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
-
 	fmt.Printf("creating %d ApiKeys...\n", o.keys)
 	var plain []string
 	for i := 0; i < o.keys; i++ {
@@ -324,6 +344,18 @@ func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 func millis(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 func print(r Results) {
+	i := r.Issuance
+	fmt.Printf(`
+keysmith issuance benchmark (%s)
+
+  %d ApiKeys applied at once, %d workers, same control plane     seconds
+  keysmith: until every ApiKey is Ready                          %7.2f
+  bare client: create, finalizer patch, status update, Secret    %7.2f
+  ratio keysmith / bare client                                   %7.2f   (target <= 1.3)
+
+  API writes per issuance (events aside)   %.2f   (target 4; events: %.2f per issuance)
+  API requests in %.0f s with nothing due    %d      (target 0)
+`, r.Machine, i.N, i.Parallel, i.KeysmithSeconds, i.BareSeconds, i.Ratio, i.WritesPerIssuance, i.EventsPerIssuance, i.IdleSeconds, i.IdleWrites)
 	fmt.Printf(`
 keysmith verifier benchmark (%s)
 
