@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -35,6 +36,9 @@ const ControllerName = "apikey"
 // watched (keysmith caches only its own), so this is the only way to notice the conflict going away.
 const conflictRecheck = 5 * time.Minute
 
+// staleRecheck is how soon a reconcile that read keysmith's own superseded version looks again.
+const staleRecheck = 200 * time.Millisecond
+
 // ApiKeyReconciler issues, rotates and revokes the keys of ApiKeys and writes them into Secrets.
 // It is the only writer of ApiKey status and of keysmith's Secrets.
 type ApiKeyReconciler struct {
@@ -50,6 +54,7 @@ type ApiKeyReconciler struct {
 	KeyPrefix string
 
 	superseded superseded
+	ownSecrets ownWrites
 	// refusedAt remembers when the API server last refused an ApiKey's Secret, so that issuing is retried
 	// every conflictRecheck rather than on every watch event (each attempt records a new key).
 	refusedAt sync.Map // types.UID -> refusal
@@ -86,7 +91,9 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if r.superseded.stale(ak.UID, ak.ResourceVersion) {
-		return ctrl.Result{}, nil // our own newer write is on its way through the watch
+		// Our own newer write is on its way through the watch; status-only updates do not trigger a
+		// reconcile, so look again in a moment rather than wait for an event.
+		return ctrl.Result{RequeueAfter: staleRecheck}, nil
 	}
 	res, err := r.reconcile(ctx, ak)
 	if apierrors.IsConflict(err) {
@@ -179,8 +186,19 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(ControllerName).
-		For(&v1alpha1.ApiKey{}).
-		Owns(&corev1.Secret{}).
+		// Spec, labels, annotations and deletion matter; status writes (keysmith's own, the verifiers'
+		// lastUsedAt) do not, and skipping them saves a reconcile per write.
+		For(&v1alpha1.ApiKey{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
+			predicate.LabelChangedPredicate{}, deletionStarted{}))).
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool {
+				return !r.ownSecrets.mine(e.Object.GetUID(), e.Object.GetResourceVersion())
+			},
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return !r.ownSecrets.mine(e.ObjectNew.GetUID(), e.ObjectNew.GetResourceVersion())
+			},
+		})).
 		// A policy or a namespace's labels changing re-evaluates the ApiKeys concerned; no periodic sweep.
 		Watches(&v1alpha1.ApiKeyPolicy{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForPolicy)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysInNamespace),
@@ -268,4 +286,12 @@ func (r *ApiKeyReconciler) stall(ctx context.Context, ak *v1alpha1.ApiKey, now t
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, event, "Reconcile", "%s", msg)
 	}
 	return nil
+}
+
+// deletionStarted passes the update that sets deletionTimestamp.
+type deletionStarted struct{ predicate.Funcs }
+
+func (deletionStarted) Update(e event.UpdateEvent) bool {
+	return e.ObjectOld != nil && e.ObjectNew != nil &&
+		e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero()
 }

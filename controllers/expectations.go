@@ -51,3 +51,31 @@ func (s *superseded) forget(uid types.UID) {
 	defer s.mu.Unlock()
 	delete(s.rvs, uid)
 }
+
+// ownWrites remembers the Secret versions keysmith wrote itself, so that their watch events do not
+// trigger a reconcile that could only find nothing to do. Any other version (someone else's edit) and
+// every deletion still do.
+type ownWrites struct {
+	mu  sync.Mutex
+	rvs map[types.UID]string
+}
+
+func (o *ownWrites) add(uid types.UID, rv string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.rvs == nil {
+		o.rvs = map[types.UID]string{}
+	}
+	o.rvs[uid] = rv
+}
+
+// mine reports (once) whether this version of the object is keysmith's own write.
+func (o *ownWrites) mine(uid types.UID, rv string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.rvs[uid] != rv {
+		return false
+	}
+	delete(o.rvs, uid)
+	return true
+}

@@ -79,6 +79,7 @@ func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey,
 	if err != nil {
 		return sanitized(err, fmt.Sprintf("writing Secret %s/%s", s.Namespace, s.Name))
 	}
+	r.ownSecrets.add(s.UID, s.ResourceVersion)
 	return nil
 }
 
@@ -103,6 +104,7 @@ func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha
 	if err := r.Client.Update(ctx, want); err != nil {
 		return sanitized(err, fmt.Sprintf("repairing Secret %s/%s", s.Namespace, s.Name))
 	}
+	r.ownSecrets.add(want.UID, want.ResourceVersion)
 	return nil
 }
 
@@ -117,6 +119,7 @@ func (r *ApiKeyReconciler) emptySecret(ctx context.Context, s *corev1.Secret) er
 	if err := r.Client.Update(ctx, empty); err != nil {
 		return sanitized(err, fmt.Sprintf("emptying Secret %s/%s", s.Namespace, s.Name))
 	}
+	r.ownSecrets.add(empty.UID, empty.ResourceVersion)
 	return nil
 }
 

@@ -9,7 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -19,15 +21,18 @@ import (
 // key (create, finalizer patch, status update, Secret create) with the same parallelism, on the same
 // control plane.
 type Issuance struct {
-	N                 int     `json:"n"`
-	Parallel          int     `json:"parallel"`
-	KeysmithSeconds   float64 `json:"keysmithSeconds"`
-	BareSeconds       float64 `json:"bareClientSeconds"`
-	Ratio             float64 `json:"ratio"`
-	WritesPerIssuance float64 `json:"writesPerIssuance"`
-	EventsPerIssuance float64 `json:"eventsPerIssuance"`
-	IdleSeconds       float64 `json:"idleSeconds"`
-	IdleWrites        int     `json:"idleWrites"`
+	N                   int     `json:"n"`
+	Parallel            int     `json:"parallel"`
+	KeysmithSeconds     float64 `json:"keysmithSeconds"`
+	BareSeconds         float64 `json:"bareClientSeconds"`
+	Ratio               float64 `json:"ratio"`
+	WritesPerIssuance   float64 `json:"writesPerIssuance"`
+	EventsPerIssuance   float64 `json:"eventsPerIssuance"`
+	IdleSeconds         float64 `json:"idleSeconds"`
+	IdleWrites          int     `json:"idleWrites"`
+	RefusedWrites       int     `json:"refusedWrites"`
+	Reconciles          int     `json:"reconciles"`
+	ReconcileMeanMillis float64 `json:"reconcileMeanMillis"`
 }
 
 func createNamespace(ctx context.Context, c client.Client, name string) error {
@@ -97,7 +102,18 @@ func bareIssuance(ctx context.Context, c client.Client, n, workers int) (time.Du
 		return c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ak.Name},
 			Data: map[string][]byte{v1alpha1.SecretKeyAPIKey: []byte("x")}})
 	})
-	return time.Since(start), err
+	elapsed := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	// Remove the floor's ApiKeys (not timed), so that the manager started next does not reconcile them.
+	return elapsed, parallel(n, workers, func(i int) error {
+		ak := scaleKey(ns, i)
+		if err := c.Patch(ctx, ak, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))); err != nil {
+			return err
+		}
+		return client.IgnoreNotFound(c.Delete(ctx, ak))
+	})
 }
 
 // keysmithIssuance creates n ApiKeys with the same parallelism and waits until all are Ready.
@@ -137,10 +153,32 @@ func runIssuance(ctx context.Context, c client.Client, writes *testenv.WriteCoun
 		return res, err
 	}
 	res.KeysmithSeconds = d.Seconds()
+	if mfs, err := ctrlmetrics.Registry.Gather(); err == nil {
+		for _, mf := range mfs {
+			if mf.GetName() == "controller_runtime_reconcile_total" {
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "result" && m.GetCounter().GetValue() > 0 {
+							fmt.Printf("  reconcile result %s: %.0f\n", l.GetValue(), m.GetCounter().GetValue())
+						}
+					}
+				}
+			}
+			switch mf.GetName() {
+			case "controller_runtime_reconcile_time_seconds":
+				for _, m := range mf.GetMetric() {
+					h := m.GetHistogram()
+					res.Reconciles = int(h.GetSampleCount())
+					res.ReconcileMeanMillis = 1000 * h.GetSampleSum() / float64(max(h.GetSampleCount(), 1))
+				}
+			}
+		}
+	}
 	res.Ratio = res.KeysmithSeconds / res.BareSeconds
 	time.Sleep(2 * time.Second) // let the last events land
 	res.WritesPerIssuance = float64(len(writes.In("scale-keysmith"))) / float64(n)
 	res.EventsPerIssuance = float64(writes.Events("scale-keysmith")) / float64(n)
+	res.RefusedWrites = len(writes.Attempts("scale-keysmith")) - len(writes.In("scale-keysmith"))
 	before := len(writes.Attempts("scale-keysmith"))
 	time.Sleep(idle)
 	res.IdleSeconds = idle.Seconds()
