@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -93,7 +94,7 @@ func (r *ApiKeyReconciler) apiKeysForPolicy(ctx context.Context, obj client.Obje
 	}
 	var out []ctrl.Request
 	for _, ak := range aks.Items {
-		applied := ak.Status.Effective != nil && contains(ak.Status.Effective.Policies, obj.GetName())
+		applied := ak.Status.Effective != nil && slices.Contains(ak.Status.Effective.Policies, obj.GetName())
 		if sel.Empty() || selectedNS[ak.Namespace] || applied || conditionIs(&ak, v1alpha1.ConditionStalled, v1alpha1.ReasonPolicyViolation) {
 			out = append(out, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name}})
 		}
@@ -118,13 +119,4 @@ func namespaceMeta() *metav1.PartialObjectMetadata {
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	return ns
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -4,6 +4,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -82,7 +83,7 @@ func Evaluate(selected []v1alpha1.ApiKeyPolicy, spec *v1alpha1.ApiKeySpec) Resul
 				}
 			}
 		}
-		if len(s.AllowedEnvironments) > 0 && !containsEnv(s.AllowedEnvironments, env) {
+		if len(s.AllowedEnvironments) > 0 && !slices.Contains(s.AllowedEnvironments, env) {
 			broken = append(broken, fmt.Sprintf("environment %s is not allowed (allowed: %s)", env, joinEnv(s.AllowedEnvironments)))
 		}
 		if m := get(s.MaxExpiresAfter); m > 0 && eff.ExpiresAfter.Duration > m {
@@ -117,15 +118,6 @@ func Matches(pattern v1alpha1.ScopePattern, scope string) bool {
 func allowed(patterns []v1alpha1.ScopePattern, scope string) bool {
 	for _, p := range patterns {
 		if Matches(p, scope) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsEnv(list []v1alpha1.Environment, e v1alpha1.Environment) bool {
-	for _, x := range list {
-		if x == e {
 			return true
 		}
 	}

@@ -5,6 +5,7 @@
 package verify
 
 import (
+	"slices"
 	"time"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -88,19 +89,10 @@ func Check(ix Index, now time.Time, key string, required []string) Result {
 		return Result{Code: CodeRevoked, Entry: e}
 	}
 	for _, want := range required {
-		if !hasScope(e.Scopes, want) {
+		if !slices.Contains(e.Scopes, want) {
 			return Result{Code: CodeInsufficientScope, Entry: e, Missing: want}
 		}
 	}
 	e.lastUsed.record(now)
 	return Result{Code: CodeValid, Entry: e}
-}
-
-func hasScope(have []string, want string) bool {
-	for _, h := range have {
-		if h == want {
-			return true
-		}
-	}
-	return false
 }
