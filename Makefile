@@ -92,3 +92,10 @@ help:
 bench: controlplane ## Benchmarks on the local control plane; prints the figures and writes bin/bench/*.json.
 	$(GO) test ./internal/keys ./internal/verify -run '^$$' -bench . -benchmem
 	$(GO) run ./test/bench
+
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (CI runs a short round).
+	$(GO) test ./internal/keys -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzAuthzHeaders$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzVerifyBody$$' -fuzztime $(FUZZTIME)
