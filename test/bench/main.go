@@ -49,6 +49,8 @@ type options struct {
 	n        int
 	parallel int
 	idle     time.Duration
+	memKeys  int
+	foreign  int
 }
 
 func main() {
@@ -61,6 +63,8 @@ func main() {
 	flag.IntVar(&o.n, "n", 1000, "ApiKeys issued at once in the issuance benchmark (the issue asks for 1000 and 5000)")
 	flag.IntVar(&o.parallel, "parallel", 4, "reconcile workers (--max-concurrent-reconciles) and bare-client workers")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long writes are counted while nothing is due")
+	flag.IntVar(&o.memKeys, "memory-apikeys", 5000, "ApiKeys for the memory measurement (0 skips it)")
+	flag.IntVar(&o.foreign, "foreign-secrets", 50000, "foreign Secrets of 1 KiB in other namespaces for the memory measurement")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -91,6 +95,7 @@ type Results struct {
 	RevokeDelete Distribution `json:"revocationDelete"`
 	RevokeRotate Distribution `json:"revocationRotateOverlap0"`
 	Issuance     Issuance     `json:"issuance"`
+	Memory       *Memory      `json:"memory,omitempty"`
 }
 
 type InProcess struct {
@@ -142,7 +147,10 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	go func() { _ = mgr.Start(ctx) }()
+	mgrCtx, stopMgr := context.WithCancel(ctx)
+	defer stopMgr()
+	mgrDone := make(chan struct{})
+	go func() { defer close(mgrDone); _ = mgr.Start(mgrCtx) }()
 	res := Results{Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
 	fmt.Printf("issuance: keysmith issuing %d first keys with %d workers, then %s idle...\n", o.n, o.parallel, o.idle)
 	if res.Issuance, err = runIssuance(ctx, c, &writes, bare, o.n, o.parallel, o.idle); err != nil {
@@ -211,6 +219,15 @@ func run(o options) error {
 		return err
 	}
 
+	if o.memKeys > 0 {
+		stopMgr() // the measured manager is a separate process; this one must not reconcile too
+		<-mgrDone
+		m, err := runMemory(ctx, env, c, o.memKeys, o.foreign, 16)
+		if err != nil {
+			return err
+		}
+		res.Memory = &m
+	}
 	print(res)
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
@@ -366,6 +383,14 @@ keysmith issuance benchmark (%s)
   API requests in %.0f s with nothing due    %d      (target 0)
   reconciles %d, mean %.1f ms
 `, r.Machine, i.N, i.Parallel, i.KeysmithSeconds, i.BareSeconds, i.Ratio, i.WritesPerIssuance, i.EventsPerIssuance, i.RefusedWrites, i.IdleSeconds, i.IdleWrites, i.Reconciles, i.ReconcileMeanMillis)
+	if m := r.Memory; m != nil {
+		fmt.Printf(`
+  memory: bin/keysmith manager as its own process, %d ApiKeys, %d foreign Secrets of %d bytes elsewhere
+    all Ready after %.1f s; peak RSS %.1f MiB, RSS %.1f MiB   (target <= 100 MiB)
+    it caches: ApiKeys, Secrets labelled app.kubernetes.io/managed-by=keysmith, namespace metadata,
+    ApiKeyPolicies (managed fields stripped); never the foreign Secrets
+`, m.ApiKeys, m.ForeignSecrets, m.ForeignBytes, m.ReadySeconds, m.PeakRSSMiB, m.RSSMiB)
+	}
 	fmt.Printf(`
 keysmith verifier benchmark (%s)
 
