@@ -51,6 +51,7 @@ type options struct {
 	idle     time.Duration
 	memKeys  int
 	foreign  int
+	gogc     string
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long writes are counted while nothing is due")
 	flag.IntVar(&o.memKeys, "memory-apikeys", 5000, "ApiKeys for the memory measurement (0 skips it)")
 	flag.IntVar(&o.foreign, "foreign-secrets", 50000, "foreign Secrets of 1 KiB in other namespaces for the memory measurement")
+	flag.StringVar(&o.gogc, "gogc", "50", "GOGC of the measured manager process (config/manager sets 50)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -222,7 +224,7 @@ func run(o options) error {
 	if o.memKeys > 0 {
 		stopMgr() // the measured manager is a separate process; this one must not reconcile too
 		<-mgrDone
-		m, err := runMemory(ctx, env, c, o.memKeys, o.foreign, 16)
+		m, err := runMemory(ctx, env, c, o.memKeys, o.foreign, 16, o.gogc)
 		if err != nil {
 			return err
 		}
@@ -385,11 +387,11 @@ keysmith issuance benchmark (%s)
 `, r.Machine, i.N, i.Parallel, i.KeysmithSeconds, i.BareSeconds, i.Ratio, i.WritesPerIssuance, i.EventsPerIssuance, i.RefusedWrites, i.IdleSeconds, i.IdleWrites, i.Reconciles, i.ReconcileMeanMillis)
 	if m := r.Memory; m != nil {
 		fmt.Printf(`
-  memory: bin/keysmith manager as its own process, %d ApiKeys, %d foreign Secrets of %d bytes elsewhere
+  memory: bin/keysmith manager as its own process (GOGC=%s), %d ApiKeys, %d foreign Secrets of %d bytes elsewhere
     all Ready after %.1f s; peak RSS %.1f MiB, RSS %.1f MiB   (target <= 100 MiB)
     it caches: ApiKeys, Secrets labelled app.kubernetes.io/managed-by=keysmith, namespace metadata,
     ApiKeyPolicies (managed fields stripped); never the foreign Secrets
-`, m.ApiKeys, m.ForeignSecrets, m.ForeignBytes, m.ReadySeconds, m.PeakRSSMiB, m.RSSMiB)
+`, m.GOGC, m.ApiKeys, m.ForeignSecrets, m.ForeignBytes, m.ReadySeconds, m.PeakRSSMiB, m.RSSMiB)
 	}
 	fmt.Printf(`
 keysmith verifier benchmark (%s)

@@ -28,13 +28,14 @@ type Memory struct {
 	ReadySeconds   float64 `json:"readySeconds"`
 	PeakRSSMiB     float64 `json:"peakRSSMiB"`
 	RSSMiB         float64 `json:"rssMiB"`
+	GOGC           string  `json:"gogc"`
 }
 
 // runMemory creates foreign Secrets (no keysmith label) across namespaces and ApiKeys, starts
 // `bin/keysmith manager` against the control plane, waits until every ApiKey is Ready and reads the
 // process's peak RSS (VmHWM) from /proc.
-func runMemory(ctx context.Context, env *envtest.Environment, c client.Client, keysN, foreignN, workers int) (Memory, error) {
-	res := Memory{ApiKeys: keysN, ForeignSecrets: foreignN, ForeignBytes: 1024}
+func runMemory(ctx context.Context, env *envtest.Environment, c client.Client, keysN, foreignN, workers int, gogc string) (Memory, error) {
+	res := Memory{ApiKeys: keysN, ForeignSecrets: foreignN, ForeignBytes: 1024, GOGC: gogc}
 	payload := []byte(strings.Repeat("x", res.ForeignBytes))
 	const foreignNamespaces = 10
 	for i := 0; i < foreignNamespaces; i++ {
@@ -85,7 +86,8 @@ func runMemory(ctx context.Context, env *envtest.Environment, c client.Client, k
 	cmd := exec.Command(bin, "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--verify-http-address=127.0.0.1:0", "--verify-grpc-address=0", "--verify-audit-sink="+filepath.Join(dir, "audit.log"),
 		"--zap-log-level=error")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	// GOGC=50 as config/manager/manager.yaml sets it; -gogc changes it for comparison.
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "GOGC="+gogc)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("starting %s (make build first): %w", bin, err)
