@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -52,6 +53,7 @@ type options struct {
 	memKeys  int
 	foreign  int
 	gogc     string
+	storm    int
 }
 
 func main() {
@@ -66,6 +68,7 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long writes are counted while nothing is due")
 	flag.IntVar(&o.memKeys, "memory-apikeys", 5000, "ApiKeys for the memory measurement (0 skips it)")
 	flag.IntVar(&o.foreign, "foreign-secrets", 50000, "foreign Secrets of 1 KiB in other namespaces for the memory measurement")
+	flag.IntVar(&o.storm, "storm", 1000, "ApiKeys in the rotation storm, all due at the same instant (0 skips it)")
 	flag.StringVar(&o.gogc, "gogc", "50", "GOGC of the measured manager process (config/manager sets 50)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
@@ -98,6 +101,7 @@ type Results struct {
 	RevokeRotate Distribution `json:"revocationRotateOverlap0"`
 	Issuance     Issuance     `json:"issuance"`
 	Memory       *Memory      `json:"memory,omitempty"`
+	Storm        *Storm       `json:"rotationStorm,omitempty"`
 }
 
 type InProcess struct {
@@ -142,8 +146,10 @@ func run(o options) error {
 	var writes testenv.WriteCounter
 	mgrCfg := rest.CopyConfig(cfg)
 	writes.Wrap(mgrCfg)
+	// The manager runs on a fake clock that starts now, so that the rotation storm can jump past a period.
+	clk := clocktesting.NewFakeClock(time.Now())
 	mgr, err := operator.NewManager(mgrCfg, operator.Options{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: o.parallel,
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", MaxConcurrentReconciles: o.parallel, Clock: clk,
 		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: filepath.Join(os.TempDir(), "keysmith-bench-audit.log")},
 	})
 	if err != nil {
@@ -221,6 +227,14 @@ func run(o options) error {
 		return err
 	}
 
+	if o.storm > 0 {
+		fmt.Printf("rotation storm: %d ApiKeys due at the same instant...\n", o.storm)
+		st, err := runStorm(ctx, c, clk, &writes, o.storm, o.parallel)
+		if err != nil {
+			return err
+		}
+		res.Storm = &st
+	}
 	if o.memKeys > 0 {
 		stopMgr() // the measured manager is a separate process; this one must not reconcile too
 		<-mgrDone
@@ -385,6 +399,13 @@ keysmith issuance benchmark (%s)
   API requests in %.0f s with nothing due    %d      (target 0)
   reconciles %d, mean %.1f ms
 `, r.Machine, i.N, i.Parallel, i.KeysmithSeconds, i.BareSeconds, i.Ratio, i.WritesPerIssuance, i.EventsPerIssuance, i.RefusedWrites, i.IdleSeconds, i.IdleWrites, i.Reconciles, i.ReconcileMeanMillis)
+	if st := r.Storm; st != nil {
+		fmt.Printf(`
+  rotation storm: %d ApiKeys due at the same instant (period 1h, overlap 10m, clock moved past both)
+    every Secret holds a new key after %.2f s; %.2f writes per rotation (target 2)
+    every previous key retired %.2f s after the overlap ended
+`, st.N, st.RotatedSeconds, st.WritesPerRotation, st.RetiredSeconds)
+	}
 	if m := r.Memory; m != nil {
 		fmt.Printf(`
   memory: bin/keysmith manager as its own process (GOGC=%s), %d ApiKeys, %d foreign Secrets of %d bytes elsewhere
