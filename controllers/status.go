@@ -88,16 +88,7 @@ func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued 
 // revokeAll returns the status with every valid key revoked for reason, and the ids it revoked.
 func revokeAll(ak *v1alpha1.ApiKey, now time.Time, reason string) (v1alpha1.ApiKeyStatus, []string) {
 	st := *ak.Status.DeepCopy()
-	at := metav1.Time{Time: now.Truncate(time.Second)}
-	var ids []string
-	for i := range st.Keys {
-		k := &st.Keys[i]
-		if k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring {
-			k.State, k.RevokedAt, k.Reason = v1alpha1.KeyRevoked, &at, reason
-			ids = append(ids, k.ID)
-		}
-	}
-	return st, ids
+	return st, rotation.RevokeAll(st.Keys, now, reason)
 }
 
 // patchStatus writes status when it differs, with optimistic locking: a conflict means another writer (or

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -36,15 +37,25 @@ func runManager(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	return start(zo, func(cfg *rest.Config) (*operator.Manager, error) { return operator.NewManager(cfg, *o) },
+		"starting keysmith manager", "keyPrefix", o.KeyPrefix, "leaderElection", o.LeaderElection)
+}
+
+// start sets up logging, builds a manager for the cluster in KUBECONFIG (else in-cluster) and runs it
+// until SIGINT or SIGTERM.
+func start(zo *zap.Options, build func(*rest.Config) (*operator.Manager, error), msg string, kv ...any) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
 	}
-	mgr, err := operator.NewManager(cfg, *o)
+	mgr, err := build(cfg)
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("starting keysmith manager", "keyPrefix", o.KeyPrefix, "leaderElection", o.LeaderElection)
+	if mgr.Verifier != nil {
+		kv = append(kv, "verifyHTTP", mgr.Verifier.HTTPAddr(), "verifyGRPC", mgr.Verifier.GRPCAddr())
+	}
+	ctrl.Log.WithName("setup").Info(msg, kv...)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -4,7 +4,7 @@ import (
 	"flag"
 	"fmt"
 
-	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/internal/operator"
@@ -25,15 +25,6 @@ func runVerifier(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	mgr, err := operator.NewVerifierManager(cfg, o)
-	if err != nil {
-		return err
-	}
-	ctrl.Log.WithName("setup").Info("starting keysmith verifier", "http", mgr.Verifier.HTTPAddr(), "grpc", mgr.Verifier.GRPCAddr())
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return start(zo, func(cfg *rest.Config) (*operator.Manager, error) { return operator.NewVerifierManager(cfg, o) },
+		"starting keysmith verifier")
 }

@@ -130,7 +130,7 @@ func Decide(in Input) Plan {
 	// 1. Time: keys whose notAfter has passed are expired. The verifier already refuses them; this records it.
 	for i := range p.Keys {
 		k := &p.Keys[i]
-		if (k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring) && !now.Before(k.NotAfter.Time) {
+		if Valid(*k) && !now.Before(k.NotAfter.Time) {
 			p.transition(k, v1alpha1.KeyExpired)
 		}
 	}
@@ -250,7 +250,7 @@ func Decide(in Input) Plan {
 		}
 	}
 	for _, k := range p.Keys {
-		if k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring {
+		if Valid(k) {
 			p.NextWake = earliest(p.NextWake, k.NotAfter.Time)
 			if in.Settings.UnusedAfter > 0 {
 				p.NextWake = earliest(p.NextWake, lastUse(k).Add(in.Settings.UnusedAfter))
@@ -273,14 +273,34 @@ func Decide(in Input) Plan {
 	return p
 }
 
-// revoke revokes k (when it is still valid) for reason.
+// revoke revokes k (when it is still valid) for reason, recording the transition.
 func (p *Plan) revoke(k *v1alpha1.IssuedKey, reason string) {
-	if k.State != v1alpha1.KeyActive && k.State != v1alpha1.KeyRetiring {
-		return
+	if Valid(*k) {
+		p.Transitions = append(p.Transitions, Transition{ID: k.ID, From: k.State, To: v1alpha1.KeyRevoked})
+		Revoke(k, p.Now, reason)
 	}
-	p.transition(k, v1alpha1.KeyRevoked)
-	k.RevokedAt = &metav1.Time{Time: p.Now}
-	k.Reason = reason
+}
+
+// Valid reports whether a key is still accepted by state (Active or Retiring); notAfter aside.
+func Valid(k v1alpha1.IssuedKey) bool {
+	return k.State == v1alpha1.KeyActive || k.State == v1alpha1.KeyRetiring
+}
+
+// Revoke marks k revoked at now (whole seconds) for reason.
+func Revoke(k *v1alpha1.IssuedKey, now time.Time, reason string) {
+	k.State, k.RevokedAt, k.Reason = v1alpha1.KeyRevoked, &metav1.Time{Time: now.Truncate(time.Second)}, reason
+}
+
+// RevokeAll revokes every valid key in keys (modified in place) and returns their ids.
+func RevokeAll(keys []v1alpha1.IssuedKey, now time.Time, reason string) []string {
+	var ids []string
+	for i := range keys {
+		if Valid(keys[i]) {
+			Revoke(&keys[i], now, reason)
+			ids = append(ids, keys[i].ID)
+		}
+	}
+	return ids
 }
 
 func (p *Plan) find(id string) *v1alpha1.IssuedKey {

@@ -48,22 +48,11 @@ func (x *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 			info.Caller = host
 		}
 	}
-	var res Result
-	if key == "" {
-		res = Result{Code: CodeMalformed}
-		if x.Service.Metrics != nil {
-			x.Service.Metrics.observe(CodeMalformed, 0)
-		}
-		if x.Service.Audit != nil {
-			x.Service.Audit.Record(x.Service.Clock.Now(), res, "", required, info, 0)
-		}
-	} else {
-		res = x.Service.decide(key, required, info)
-	}
-	return checkResponse(res, required), nil
+	res := x.Service.decide(key, required, info)
+	return checkResponse(res, key, required), nil
 }
 
-func checkResponse(res Result, required []string) *authv3.CheckResponse {
+func checkResponse(res Result, key string, required []string) *authv3.CheckResponse {
 	noStore := header("cache-control", "no-store")
 	switch res.Code {
 	case CodeValid:
@@ -85,7 +74,7 @@ func checkResponse(res Result, required []string) *authv3.CheckResponse {
 		return denied(code.Code_UNAVAILABLE, typev3.StatusCode_ServiceUnavailable, noStore)
 	default:
 		return denied(code.Code_UNAUTHENTICATED, typev3.StatusCode_Unauthorized, noStore,
-			header("www-authenticate", `Bearer realm="keysmith", error="invalid_token"`))
+			header("www-authenticate", challenge(key)))
 	}
 }
 

@@ -146,17 +146,6 @@ func (s *Service) serveAuthz(w http.ResponseWriter, r *http.Request) {
 	key := presentedKey(r.Header)
 	required := requiredScopes(r)
 	info := RequestInfo{Caller: callerOf(r), Method: forwardedMethod(r), Path: forwardedPath(r)}
-	if key == "" {
-		if s.Metrics != nil {
-			s.Metrics.observe(CodeMalformed, 0)
-		}
-		if s.Audit != nil {
-			s.Audit.Record(s.Clock.Now(), Result{Code: CodeMalformed}, "", required, info, 0)
-		}
-		h.Set("WWW-Authenticate", `Bearer realm="keysmith"`)
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
 	res := s.decide(key, required, info)
 	switch res.Code {
 	case CodeValid:
@@ -172,9 +161,18 @@ func (s *Service) serveAuthz(w http.ResponseWriter, r *http.Request) {
 	case CodeUnavailable:
 		w.WriteHeader(http.StatusServiceUnavailable)
 	default:
-		h.Set("WWW-Authenticate", `Bearer realm="keysmith", error="invalid_token"`)
+		h.Set("WWW-Authenticate", challenge(key))
 		w.WriteHeader(http.StatusUnauthorized)
 	}
+}
+
+// challenge is the WWW-Authenticate value of a 401: no error code when no key was presented (RFC 6750
+// section 3.1), invalid_token otherwise.
+func challenge(key string) string {
+	if key == "" {
+		return `Bearer realm="keysmith"`
+	}
+	return `Bearer realm="keysmith", error="invalid_token"`
 }
 
 // presentedKey reads the key from "Authorization: Bearer <key>", else from X-Api-Key.
