@@ -193,10 +193,10 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Op
 			predicate.LabelChangedPredicate{}, deletionStarted{}))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(e event.CreateEvent) bool {
-				return !r.ownSecrets.mine(e.Object.GetUID(), e.Object.GetResourceVersion())
+				return !r.ownSecrets.mine(client.ObjectKeyFromObject(e.Object), e.Object.GetResourceVersion())
 			},
 			UpdateFunc: func(e event.UpdateEvent) bool {
-				return !r.ownSecrets.mine(e.ObjectNew.GetUID(), e.ObjectNew.GetResourceVersion())
+				return !r.ownSecrets.mine(client.ObjectKeyFromObject(e.ObjectNew), e.ObjectNew.GetResourceVersion())
 			},
 		})).
 		// A policy or a namespace's labels changing re-evaluates the ApiKeys concerned; no periodic sweep.

@@ -54,28 +54,64 @@ func (s *superseded) forget(uid types.UID) {
 
 // ownWrites remembers the Secret versions keysmith wrote itself, so that their watch events do not
 // trigger a reconcile that could only find nothing to do. Any other version (someone else's edit) and
-// every deletion still do.
+// every deletion still do. The watch event of a write can arrive before the write call returns, so a
+// Secret with a write in flight counts as keysmith's own too: a foreign edit in that window makes the
+// write fail on its resourceVersion (an update) or cannot exist yet (a create), and the failed write
+// requeues the ApiKey anyway.
 type ownWrites struct {
-	mu  sync.Mutex
-	rvs map[types.UID]string
+	mu sync.Mutex
+	m  map[types.NamespacedName]*ownWrite
 }
 
-func (o *ownWrites) add(uid types.UID, rv string) {
+type ownWrite struct {
+	inFlight int
+	rv       string // version produced by the last finished write, until its event is seen
+	early    string // version whose event arrived while a write was in flight
+}
+
+// track runs write, a create or update of the Secret key that returns the version it produced.
+func (o *ownWrites) track(key types.NamespacedName, write func() (string, error)) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.rvs == nil {
-		o.rvs = map[types.UID]string{}
+	if o.m == nil {
+		o.m = map[types.NamespacedName]*ownWrite{}
 	}
-	o.rvs[uid] = rv
-}
+	w := o.m[key]
+	if w == nil {
+		w = &ownWrite{}
+		o.m[key] = w
+	}
+	w.inFlight++
+	o.mu.Unlock()
 
-// mine reports (once) whether this version of the object is keysmith's own write.
-func (o *ownWrites) mine(uid types.UID, rv string) bool {
+	rv, err := write()
+
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.rvs[uid] != rv {
+	w.inFlight--
+	if err == nil && rv != w.early {
+		w.rv = rv
+	}
+	w.early = ""
+	if w.inFlight == 0 && w.rv == "" {
+		delete(o.m, key)
+	}
+	return err
+}
+
+// mine reports (once) whether this version of the Secret is keysmith's own write.
+func (o *ownWrites) mine(key types.NamespacedName, rv string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := o.m[key]
+	switch {
+	case w == nil:
 		return false
+	case w.inFlight > 0:
+		w.early = rv
+		return true
+	case w.rv == rv:
+		delete(o.m, key)
+		return true
 	}
-	delete(o.rvs, uid)
-	return true
+	return false
 }

@@ -70,16 +70,18 @@ func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey,
 		v1alpha1.SecretKeyKeyID:     []byte(k.ID),
 		v1alpha1.SecretKeyExpiresAt: []byte(k.NotAfter.UTC().Format(time.RFC3339)),
 	}
-	var err error
-	if create {
-		err = r.Client.Create(ctx, s)
-	} else {
-		err = r.Client.Update(ctx, s)
-	}
+	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
+		var err error
+		if create {
+			err = r.Client.Create(ctx, s)
+		} else {
+			err = r.Client.Update(ctx, s)
+		}
+		return s.ResourceVersion, err
+	})
 	if err != nil {
 		return sanitized(err, fmt.Sprintf("writing Secret %s/%s", s.Namespace, s.Name))
 	}
-	r.ownSecrets.add(s.UID, s.ResourceVersion)
 	return nil
 }
 
@@ -101,10 +103,13 @@ func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha
 	if equality.Semantic.DeepEqual(want.ObjectMeta, s.ObjectMeta) && equality.Semantic.DeepEqual(want.Data, s.Data) {
 		return nil
 	}
-	if err := r.Client.Update(ctx, want); err != nil {
+	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
+		err := r.Client.Update(ctx, want)
+		return want.ResourceVersion, err
+	})
+	if err != nil {
 		return sanitized(err, fmt.Sprintf("repairing Secret %s/%s", s.Namespace, s.Name))
 	}
-	r.ownSecrets.add(want.UID, want.ResourceVersion)
 	return nil
 }
 
@@ -116,10 +121,13 @@ func (r *ApiKeyReconciler) emptySecret(ctx context.Context, s *corev1.Secret) er
 	}
 	empty := s.DeepCopy()
 	empty.Data = map[string][]byte{v1alpha1.SecretKeyAPIKey: {}, v1alpha1.SecretKeyKeyID: {}, v1alpha1.SecretKeyExpiresAt: {}}
-	if err := r.Client.Update(ctx, empty); err != nil {
+	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
+		err := r.Client.Update(ctx, empty)
+		return empty.ResourceVersion, err
+	})
+	if err != nil {
 		return sanitized(err, fmt.Sprintf("emptying Secret %s/%s", s.Namespace, s.Name))
 	}
-	r.ownSecrets.add(empty.UID, empty.ResourceVersion)
 	return nil
 }
 
