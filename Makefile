@@ -99,3 +99,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (CI runs a short round).
 	$(GO) test ./internal/keys -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzAuthzHeaders$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzVerifyBody$$' -fuzztime $(FUZZTIME)
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck over ./... against the offline database pinned in hack/vulndb (fails on reachable vulnerabilities).
+	hack/vulncheck.sh
