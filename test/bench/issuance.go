@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 
 // Issuance compares keysmith issuing N first keys with a bare client doing the same minimal writes per
 // key (create, finalizer patch, status update, Secret create) with the same parallelism, on the same
-// control plane.
+// control plane. Each N runs in namespaces of its own (scale-bare-N, scale-keysmith-N).
 type Issuance struct {
 	N                   int     `json:"n"`
 	Parallel            int     `json:"parallel"`
@@ -28,11 +29,20 @@ type Issuance struct {
 	Ratio               float64 `json:"ratio"`
 	WritesPerIssuance   float64 `json:"writesPerIssuance"`
 	EventsPerIssuance   float64 `json:"eventsPerIssuance"`
-	IdleSeconds         float64 `json:"idleSeconds"`
-	IdleWrites          int     `json:"idleWrites"`
 	RefusedWrites       int     `json:"refusedWrites"`
 	Reconciles          int     `json:"reconciles"`
 	ReconcileMeanMillis float64 `json:"reconcileMeanMillis"`
+	// KeysmithReadySeconds holds, for each ApiKey, when the harness first saw it Ready (watch or list),
+	// in seconds since the creates began, sorted: the curve "ApiKeys Ready against time".
+	KeysmithReadySeconds []float64 `json:"keysmithReadySeconds,omitempty"`
+	// BareDoneSeconds holds, for each key of the bare client, when its last write (the Secret) returned.
+	BareDoneSeconds []float64 `json:"bareClientDoneSeconds,omitempty"`
+}
+
+// Bare is the bare client's run for one N: the total and each key's completion, since the start.
+type Bare struct {
+	Total time.Duration
+	Done  []time.Duration
 }
 
 func createNamespace(ctx context.Context, c client.Client, name string) error {
@@ -76,12 +86,13 @@ func scaleKey(ns string, i int) *v1alpha1.ApiKey {
 	}
 }
 
-// bareIssuance is the floor: the same writes, no operator, no decisions.
-func bareIssuance(ctx context.Context, c client.Client, n, workers int) (time.Duration, error) {
-	const ns = "scale-bare"
+// bareIssuance is the floor: the same writes, no operator, no decisions, in namespace ns.
+func bareIssuance(ctx context.Context, c client.Client, ns string, n, workers int) (Bare, error) {
 	if err := createNamespace(ctx, c, ns); err != nil {
-		return 0, err
+		return Bare{}, err
 	}
+	var mu sync.Mutex
+	done := make([]time.Duration, 0, n)
 	start := time.Now()
 	err := parallel(n, workers, func(i int) error {
 		ak := scaleKey(ns, i)
@@ -99,15 +110,22 @@ func bareIssuance(ctx context.Context, c client.Client, n, workers int) (time.Du
 		if err := c.Status().Update(ctx, ak); err != nil {
 			return err
 		}
-		return c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ak.Name},
-			Data: map[string][]byte{v1alpha1.SecretKeyAPIKey: []byte("x")}})
+		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ak.Name},
+			Data: map[string][]byte{v1alpha1.SecretKeyAPIKey: []byte("x")}}); err != nil {
+			return err
+		}
+		d := time.Since(start)
+		mu.Lock()
+		done = append(done, d)
+		mu.Unlock()
+		return nil
 	})
-	elapsed := time.Since(start)
+	res := Bare{Total: time.Since(start), Done: done}
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	// Remove the floor's ApiKeys (not timed), so that the manager started next does not reconcile them.
-	return elapsed, parallel(n, workers, func(i int) error {
+	return res, parallel(n, workers, func(i int) error {
 		ak := scaleKey(ns, i)
 		if err := c.Patch(ctx, ak, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))); err != nil {
 			return err
@@ -116,72 +134,116 @@ func bareIssuance(ctx context.Context, c client.Client, n, workers int) (time.Du
 	})
 }
 
-// keysmithIssuance creates n ApiKeys with the same parallelism and waits until all are Ready.
-func keysmithIssuance(ctx context.Context, c client.Client, n, workers int) (time.Duration, error) {
-	const ns = "scale-keysmith"
+// keysmithIssuance creates n ApiKeys in namespace ns with the same parallelism and waits until all are
+// Ready. It returns the time until the last one was seen Ready by the list loop (every 100 ms, as
+// before) and, per ApiKey, when it was first seen Ready by a watch on the namespace or by that loop.
+func keysmithIssuance(ctx context.Context, c client.Client, ns string, n, workers int) (time.Duration, []time.Duration, error) {
 	if err := createNamespace(ctx, c, ns); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	start := time.Now()
+	var mu sync.Mutex
+	readyAt := make(map[string]time.Duration, n)
+	var start time.Time
+	seen := func(ak *v1alpha1.ApiKey) {
+		if !meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionReady) {
+			return
+		}
+		d := time.Since(start)
+		mu.Lock()
+		if _, ok := readyAt[ak.Name]; !ok {
+			readyAt[ak.Name] = d
+		}
+		mu.Unlock()
+	}
+	start = time.Now()
+	if wc, ok := c.(client.WithWatch); ok {
+		if w, err := wc.Watch(ctx, &v1alpha1.ApiKeyList{}, client.InNamespace(ns)); err == nil {
+			defer w.Stop()
+			go func() {
+				for ev := range w.ResultChan() {
+					if ak, ok := ev.Object.(*v1alpha1.ApiKey); ok {
+						seen(ak)
+					}
+				}
+			}()
+		}
+	}
 	if err := parallel(n, workers, func(i int) error { return c.Create(ctx, scaleKey(ns, i)) }); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
 		list := &v1alpha1.ApiKeyList{}
 		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		ready := 0
-		for _, ak := range list.Items {
-			if meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionReady) {
+		for i := range list.Items {
+			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, v1alpha1.ConditionReady) {
 				ready++
+				seen(&list.Items[i])
 			}
 		}
 		if ready == n {
-			return time.Since(start), nil
+			total := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			each := make([]time.Duration, 0, len(readyAt))
+			for _, d := range readyAt {
+				each = append(each, d)
+			}
+			return total, each, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("not all %d ApiKeys Ready after 10 minutes", n)
+	return 0, nil, fmt.Errorf("not all %d ApiKeys Ready in %s after 10 minutes", n, ns)
 }
 
-func runIssuance(ctx context.Context, c client.Client, writes *testenv.WriteCounter, bare time.Duration, n, workers int, idle time.Duration) (Issuance, error) {
-	res := Issuance{N: n, Parallel: workers, BareSeconds: bare.Seconds()}
-	d, err := keysmithIssuance(ctx, c, n, workers)
+// reconcileStats reads the manager's reconcile count and total reconcile time from its metrics.
+func reconcileStats() (count uint64, seconds float64) {
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "controller_runtime_reconcile_time_seconds" {
+			for _, m := range mf.GetMetric() {
+				count += m.GetHistogram().GetSampleCount()
+				seconds += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return count, seconds
+}
+
+// runIssuance runs keysmith's issuance of n keys in namespace ns and compares it with the bare client's
+// run of the same n.
+func runIssuance(ctx context.Context, c client.Client, writes *testenv.WriteCounter, bare Bare, ns string, n, workers int) (Issuance, error) {
+	res := Issuance{N: n, Parallel: workers, BareSeconds: bare.Total.Seconds(), BareDoneSeconds: seconds(bare.Done)}
+	count0, sum0 := reconcileStats()
+	d, each, err := keysmithIssuance(ctx, c, ns, n, workers)
 	if err != nil {
 		return res, err
 	}
 	res.KeysmithSeconds = d.Seconds()
-	if mfs, err := ctrlmetrics.Registry.Gather(); err == nil {
-		for _, mf := range mfs {
-			if mf.GetName() == "controller_runtime_reconcile_total" {
-				for _, m := range mf.GetMetric() {
-					for _, l := range m.GetLabel() {
-						if l.GetName() == "result" && m.GetCounter().GetValue() > 0 {
-							fmt.Printf("  reconcile result %s: %.0f\n", l.GetValue(), m.GetCounter().GetValue())
-						}
-					}
-				}
-			}
-			switch mf.GetName() {
-			case "controller_runtime_reconcile_time_seconds":
-				for _, m := range mf.GetMetric() {
-					h := m.GetHistogram()
-					res.Reconciles = int(h.GetSampleCount())
-					res.ReconcileMeanMillis = 1000 * h.GetSampleSum() / float64(max(h.GetSampleCount(), 1))
-				}
-			}
-		}
-	}
+	res.KeysmithReadySeconds = seconds(each)
+	count1, sum1 := reconcileStats()
+	res.Reconciles = int(count1 - count0)
+	res.ReconcileMeanMillis = 1000 * (sum1 - sum0) / float64(max(count1-count0, 1))
 	res.Ratio = res.KeysmithSeconds / res.BareSeconds
 	time.Sleep(2 * time.Second) // let the last events land
-	res.WritesPerIssuance = float64(len(writes.In("scale-keysmith"))) / float64(n)
-	res.EventsPerIssuance = float64(writes.Events("scale-keysmith")) / float64(n)
-	res.RefusedWrites = len(writes.Attempts("scale-keysmith")) - len(writes.In("scale-keysmith"))
-	before := len(writes.Attempts("scale-keysmith"))
-	time.Sleep(idle)
-	res.IdleSeconds = idle.Seconds()
-	res.IdleWrites = len(writes.Attempts("scale-keysmith")) - before
+	res.WritesPerIssuance = float64(len(writes.In(ns))) / float64(n)
+	res.EventsPerIssuance = float64(writes.Events(ns)) / float64(n)
+	res.RefusedWrites = len(writes.Attempts(ns)) - len(writes.In(ns))
 	return res, nil
+}
+
+// seconds converts durations to seconds rounded to the millisecond, sorted.
+func seconds(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d.Milliseconds()) / 1000
+	}
+	sort.Float64s(out)
+	return out
 }

@@ -4,6 +4,10 @@
 // handler that returns 200 under the same load generator in the same run (throughput ratio, p50, p99),
 // and revocation latency: how long after the API call a key is refused (ApiKey deleted; rotation with
 // overlap 0), polling the verifier.
+//
+// Issuance runs for every N of -sweep (and -n, the headline): the bare client for each N first, then the
+// manager starts and keysmith issues each N in a namespace of its own. The harness writes the results
+// as JSON (-out), draws its charts as PNG and regenerates docs/benchmarks.md (-docs).
 package main
 
 import (
@@ -12,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +24,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,6 +40,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/keys"
@@ -54,6 +62,9 @@ type options struct {
 	foreign  int
 	gogc     string
 	storm    int
+	sweep    []int // every N of the issuance sweep, ascending, -n included
+	docs     string
+	img      string
 }
 
 func main() {
@@ -61,9 +72,12 @@ func main() {
 	flag.IntVar(&o.keys, "keys", 50, "ApiKeys created for the load test")
 	flag.IntVar(&o.workers, "workers", 16, "concurrent load-generator connections")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
-	flag.IntVar(&o.trials, "revocation-trials", 100, "trials per revocation-latency scenario")
+	flag.IntVar(&o.trials, "revocation-trials", 200, "trials per revocation-latency scenario")
 	flag.StringVar(&o.out, "out", "bin/bench/results.json", "where to write the JSON results")
-	flag.IntVar(&o.n, "n", 1000, "ApiKeys issued at once in the issuance benchmark (the issue asks for 1000 and 5000)")
+	flag.IntVar(&o.n, "n", 1000, "ApiKeys issued at once in the headline issuance benchmark (also run as part of -sweep)")
+	sweep := flag.String("sweep", "500,1000,2000,5000", "comma-separated N for time-to-Ready against N (each in namespaces of its own; -n is added)")
+	flag.StringVar(&o.docs, "docs", "docs/benchmarks.md", "page to regenerate from the results (empty: none)")
+	flag.StringVar(&o.img, "img", "", "directory for the PNG charts (default: img/ beside -docs, or beside -out without -docs)")
 	flag.IntVar(&o.parallel, "parallel", 4, "reconcile workers (--max-concurrent-reconciles) and bare-client workers")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long writes are counted while nothing is due")
 	flag.IntVar(&o.memKeys, "memory-apikeys", 5000, "ApiKeys for the memory measurement (0 skips it)")
@@ -72,6 +86,18 @@ func main() {
 	flag.StringVar(&o.gogc, "gogc", "50", "GOGC of the measured manager process (config/manager sets 50)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	var err error
+	if o.sweep, err = sweepOf(*sweep, o.n); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if o.img == "" {
+		if o.docs != "" {
+			o.img = filepath.Join(filepath.Dir(o.docs), "img")
+		} else {
+			o.img = filepath.Dir(o.out)
+		}
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
@@ -90,18 +116,54 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
+// sweepOf parses the comma-separated list of N and adds n: distinct, ascending.
+func sweepOf(list string, n int) ([]int, error) {
+	set := map[int]bool{n: true}
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("-sweep: %q is not a positive number", f)
+		}
+		set[v] = true
+	}
+	var out []int
+	for v := range set {
+		out = append(out, v)
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
 // Results is what the harness prints and writes.
 type Results struct {
-	Machine      string       `json:"machine"`
-	InProcess    InProcess    `json:"inProcessCheck"`
-	Verifier     Load         `json:"httpVerifier"`
-	Trivial      Load         `json:"trivialHandler"`
-	Ratio        float64      `json:"throughputRatio"`
-	RevokeDelete Distribution `json:"revocationDelete"`
-	RevokeRotate Distribution `json:"revocationRotateOverlap0"`
-	Issuance     Issuance     `json:"issuance"`
-	Memory       *Memory      `json:"memory,omitempty"`
-	Storm        *Storm       `json:"rotationStorm,omitempty"`
+	Machine string `json:"machine"`
+	Host    Host   `json:"host"`
+	// Date is when the run started (UTC); Command is how it was started, Settings every flag's value.
+	Date         time.Time         `json:"date"`
+	Command      string            `json:"command"`
+	Settings     map[string]string `json:"settings"`
+	InProcess    InProcess         `json:"inProcessCheck"`
+	Verifier     Load              `json:"httpVerifier"`
+	Trivial      Load              `json:"trivialHandler"`
+	Ratio        float64           `json:"throughputRatio"`
+	RevokeDelete Distribution      `json:"revocationDelete"`
+	RevokeRotate Distribution      `json:"revocationRotateOverlap0"`
+	// Issuance is the headline N (-n); Sweep has every N, with the per-key curves.
+	Issuance Headline   `json:"issuance"`
+	Sweep    []Issuance `json:"issuanceSweep"`
+	Memory   *Memory    `json:"memory,omitempty"`
+	Storm    *Storm     `json:"rotationStorm,omitempty"`
+}
+
+// Headline is the issuance of -n ApiKeys (its per-key curves are in the sweep) and the API requests the
+// manager sent afterwards, for IdleSeconds, with nothing due, to every namespace of the sweep.
+type Headline struct {
+	Issuance
+	IdleSeconds float64 `json:"idleSeconds"`
+	IdleWrites  int     `json:"idleWrites"`
 }
 
 type InProcess struct {
@@ -116,6 +178,10 @@ type Load struct {
 	PerSecond float64 `json:"requestsPerSecond"`
 	P50Micros float64 `json:"p50Micros"`
 	P99Micros float64 `json:"p99Micros"`
+	MaxMicros float64 `json:"maxMicros"`
+	// SampleMicros is the latency of every request, sorted; past 10,000 requests, 10,000 evenly spaced
+	// order statistics (and the maximum), which keeps the distribution's shape.
+	SampleMicros []float64 `json:"latencySampleMicros,omitempty"`
 }
 
 type Distribution struct {
@@ -123,6 +189,8 @@ type Distribution struct {
 	P50Millis float64 `json:"p50Millis"`
 	P99Millis float64 `json:"p99Millis"`
 	MaxMillis float64 `json:"maxMillis"`
+	// Millis is each trial's latency, in the order of the trials.
+	Millis []float64 `json:"latenciesMillis,omitempty"`
 }
 
 func run(o options) error {
@@ -133,15 +201,25 @@ func run(o options) error {
 	defer env.Stop() //nolint:errcheck
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: operator.Scheme()})
 	if err != nil {
 		return err
 	}
-	// The floor first, before the manager runs (it would reconcile those objects too).
-	fmt.Printf("issuance floor: a bare client writing %d keys' worth with %d workers...\n", o.n, o.parallel)
-	bare, err := bareIssuance(ctx, c, o.n, o.parallel)
-	if err != nil {
+	res := Results{
+		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()),
+		Host:    describeHost(cfg), Date: time.Now().UTC().Truncate(time.Second), Command: commandLine(), Settings: settings(),
+	}
+	// The floors first, before the manager runs (it would reconcile those objects too), after a round
+	// that is not measured: the first requests of a fresh control plane are slower.
+	if _, err := bareIssuance(ctx, c, "warmup-bare", 100, o.parallel); err != nil {
 		return err
+	}
+	bares := map[int]Bare{}
+	for _, n := range o.sweep {
+		fmt.Printf("issuance floor: a bare client writing %d keys' worth with %d workers...\n", n, o.parallel)
+		if bares[n], err = bareIssuance(ctx, c, fmt.Sprintf("scale-bare-%d", n), n, o.parallel); err != nil {
+			return err
+		}
 	}
 	var writes testenv.WriteCounter
 	mgrCfg := rest.CopyConfig(cfg)
@@ -159,11 +237,37 @@ func run(o options) error {
 	defer stopMgr()
 	mgrDone := make(chan struct{})
 	go func() { defer close(mgrDone); _ = mgr.Start(mgrCtx) }()
-	res := Results{Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
-	fmt.Printf("issuance: keysmith issuing %d first keys with %d workers, then %s idle...\n", o.n, o.parallel, o.idle)
-	if res.Issuance, err = runIssuance(ctx, c, &writes, bare, o.n, o.parallel, o.idle); err != nil {
+	// Likewise, a first round while the manager starts, not measured.
+	if _, _, err := keysmithIssuance(ctx, c, "warmup-keysmith", 100, o.parallel); err != nil {
 		return err
 	}
+	var sweepNS []string
+	for _, n := range o.sweep {
+		ns := fmt.Sprintf("scale-keysmith-%d", n)
+		sweepNS = append(sweepNS, ns)
+		fmt.Printf("issuance: keysmith issuing %d first keys with %d workers...\n", n, o.parallel)
+		is, err := runIssuance(ctx, c, &writes, bares[n], ns, n, o.parallel)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  all Ready after %.2f s (bare client %.2f s)\n", is.KeysmithSeconds, is.BareSeconds)
+		res.Sweep = append(res.Sweep, is)
+		if n == o.n {
+			res.Issuance.Issuance = is
+			res.Issuance.KeysmithReadySeconds, res.Issuance.BareDoneSeconds = nil, nil
+		}
+	}
+	printReconcileResults()
+	fmt.Printf("idle: counting the manager's API requests for %s with nothing due...\n", o.idle)
+	attempts := func() (n int) {
+		for _, ns := range sweepNS {
+			n += len(writes.Attempts(ns))
+		}
+		return n
+	}
+	before := attempts()
+	time.Sleep(o.idle)
+	res.Issuance.IdleSeconds, res.Issuance.IdleWrites = o.idle.Seconds(), attempts()-before
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
 		return err
 	}
@@ -238,6 +342,11 @@ func run(o options) error {
 	if o.memKeys > 0 {
 		stopMgr() // the measured manager is a separate process; this one must not reconcile too
 		<-mgrDone
+		// The measured manager must see -memory-apikeys ApiKeys, not those of the earlier phases too.
+		fmt.Println("memory: deleting the earlier phases' ApiKeys and Secrets...")
+		if err := clearNamespaces(ctx, c, append(sweepNS, "warmup-keysmith", "bench", stormNS), 16); err != nil {
+			return err
+		}
 		m, err := runMemory(ctx, env, c, o.memKeys, o.foreign, 16, o.gogc)
 		if err != nil {
 			return err
@@ -249,7 +358,71 @@ func run(o options) error {
 		return err
 	}
 	b, _ := json.MarshalIndent(res, "", "  ")
-	return os.WriteFile(o.out, b, 0o644)
+	if err := os.WriteFile(o.out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s\n", o.out)
+	charts, err := writeCharts(res, o.img)
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{chartIssuance, chartReady, chartRevocation, chartVerifier} {
+		fmt.Printf("wrote %s\n", charts[name])
+	}
+	if o.docs != "" {
+		if err := writeReport(o.docs, res, charts); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", o.docs)
+	}
+	return nil
+}
+
+// clearNamespaces deletes every ApiKey (finalizers removed first, with no manager running) and every Secret in
+// the namespaces.
+func clearNamespaces(ctx context.Context, c client.Client, namespaces []string, workers int) error {
+	for _, ns := range namespaces {
+		list := &v1alpha1.ApiKeyList{}
+		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		if err := parallel(len(list.Items), workers, func(i int) error {
+			ak := &list.Items[i]
+			if len(ak.Finalizers) == 0 {
+				return nil
+			}
+			return client.IgnoreNotFound(c.Patch(ctx, ak, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))))
+		}); err != nil {
+			return err
+		}
+		if err := c.DeleteAllOf(ctx, &v1alpha1.ApiKey{}, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		if err := c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printReconcileResults prints the manager's reconcile counts by result (success, error, requeue).
+func printReconcileResults() {
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && m.GetCounter().GetValue() > 0 {
+					fmt.Printf("  reconcile result %s: %.0f\n", l.GetValue(), m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
 }
 
 func apiKey(name string, rot *v1alpha1.RotationSpec) *v1alpha1.ApiKey {
@@ -322,8 +495,20 @@ func load(url string, keyset []string, workers int, d time.Duration) Load {
 		all = append(all, l...)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	return Load{Requests: len(all), Errors: int(errs.Load()), PerSecond: float64(len(all)) / d.Seconds(),
+	res := Load{Requests: len(all), Errors: int(errs.Load()), PerSecond: float64(len(all)) / d.Seconds(),
 		P50Micros: micros(pct(all, 0.50)), P99Micros: micros(pct(all, 0.99))}
+	if len(all) > 0 {
+		res.MaxMicros = micros(all[len(all)-1])
+	}
+	const samples = 10000
+	for i := 0; i < len(all) && i < samples; i++ {
+		j := i
+		if len(all) > samples {
+			j = i * (len(all) - 1) / (samples - 1) // the last one is the maximum
+		}
+		res.SampleMicros = append(res.SampleMicros, math.Round(micros(all[j])*10)/10)
+	}
+	return res
 }
 
 // revocation measures, per trial, the time from the revoking API call returning to the verifier's first
@@ -343,7 +528,6 @@ func revocation(ctx context.Context, c client.Client, url string, trials int, pr
 		if !valid(cl, url, key) {
 			return Distribution{}, fmt.Errorf("fresh key of %s refused", name)
 		}
-		start := time.Now()
 		if err := revoke(name); err != nil {
 			return Distribution{}, err
 		}
@@ -355,10 +539,17 @@ func revocation(ctx context.Context, c client.Client, url string, trials int, pr
 			}
 		}
 		ds = append(ds, time.Since(issued))
-		_ = start
+	}
+	res := Distribution{Trials: len(ds)}
+	for _, d := range ds {
+		res.Millis = append(res.Millis, math.Round(millis(d)*1000)/1000)
+	}
+	if len(ds) == 0 {
+		return res, nil
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return Distribution{Trials: len(ds), P50Millis: millis(pct(ds, 0.5)), P99Millis: millis(pct(ds, 0.99)), MaxMillis: millis(ds[len(ds)-1])}, nil
+	res.P50Millis, res.P99Millis, res.MaxMillis = millis(pct(ds, 0.5)), millis(pct(ds, 0.99)), millis(ds[len(ds)-1])
+	return res, nil
 }
 
 func valid(cl *http.Client, url, key string) bool {
@@ -399,6 +590,12 @@ keysmith issuance benchmark (%s)
   API requests in %.0f s with nothing due    %d      (target 0)
   reconciles %d, mean %.1f ms
 `, r.Machine, i.N, i.Parallel, i.KeysmithSeconds, i.BareSeconds, i.Ratio, i.WritesPerIssuance, i.EventsPerIssuance, i.RefusedWrites, i.IdleSeconds, i.IdleWrites, i.Reconciles, i.ReconcileMeanMillis)
+	if len(r.Sweep) > 1 {
+		fmt.Printf("\n  time until every ApiKey is Ready against N        keysmith s   bare client s   ratio   writes/issuance\n")
+		for _, p := range r.Sweep {
+			fmt.Printf("  N = %-6d                                        %9.2f   %13.2f   %5.2f   %15.2f\n", p.N, p.KeysmithSeconds, p.BareSeconds, p.Ratio, p.WritesPerIssuance)
+		}
+	}
 	if st := r.Storm; st != nil {
 		fmt.Printf(`
   rotation storm: %d ApiKeys due at the same instant (period 1h, overlap 10m, clock moved past both)
