@@ -55,6 +55,9 @@ type MemoryIndex struct {
 	synced      func() bool
 	maxStale    time.Duration
 	brokenSince atomic.Int64 // unix nanos; 0 while the watch is healthy
+	syncMu      sync.Mutex
+	lastSync    func() string // the reflector's last synced resourceVersion
+	syncAtBreak string        // its value when the watch broke
 }
 
 // NewMemoryIndex returns an empty index. synced reports whether the informer has synced; until it has,
@@ -92,17 +95,124 @@ func (ix *MemoryIndex) Len() int {
 	return len(ix.byDigest)
 }
 
-// WatchBroken records that the watch failed. The first failure starts the staleness clock.
-func (ix *MemoryIndex) WatchBroken() {
-	ix.brokenSince.CompareAndSwap(0, ix.clock.Now().UnixNano())
+// TrackReflector gives the index the informer's last synced resourceVersion, which moves whenever the
+// reflector has listed or watched successfully.
+func (ix *MemoryIndex) TrackReflector(lastSync func() string) {
+	ix.syncMu.Lock()
+	defer ix.syncMu.Unlock()
+	ix.lastSync = lastSync
 }
 
-// WatchHealthy records that the watch delivers again (an event arrived, or the API server answered).
+// WatchBroken records that the watch failed. The first failure starts the staleness clock.
+func (ix *MemoryIndex) WatchBroken() { ix.brokenAt(ix.clock.Now()) }
+
+// brokenAt starts the staleness clock at t, the last instant the index is known to have been current,
+// unless it already runs.
+func (ix *MemoryIndex) brokenAt(t time.Time) {
+	ix.syncMu.Lock()
+	defer ix.syncMu.Unlock()
+	if ix.brokenSince.CompareAndSwap(0, t.UnixNano()) {
+		ix.syncAtBreak = ix.lastSyncLocked()
+	}
+}
+
+func (ix *MemoryIndex) lastSyncLocked() string {
+	if ix.lastSync == nil {
+		return ""
+	}
+	return ix.lastSync()
+}
+
+// WatchHealthy records that the watch delivers again (an event arrived, or the reflector synced).
 func (ix *MemoryIndex) WatchHealthy() { ix.brokenSince.Store(0) }
+
+// resynced reports whether the reflector has synced since the watch broke.
+func (ix *MemoryIndex) resynced() bool {
+	ix.syncMu.Lock()
+	defer ix.syncMu.Unlock()
+	return ix.lastSync != nil && ix.lastSyncLocked() != ix.syncAtBreak
+}
+
+// Probe keeps the staleness clock honest; it runs every interval until ctx ends.
+//
+// While the watch is healthy it pings the API server: client-go retries a watch whose connection is
+// refused without reporting an error, so a dead API server would otherwise go unnoticed. A failed ping
+// starts the staleness clock at the last successful one.
+//
+// While the watch is broken it lists the ApiKeys itself and replaces the index with the answer, so the
+// index is current as of that list (the reflector may wait up to 30 s before it retries after an
+// outage). Once the reflector has synced again (its resourceVersion moved), the watch is healthy and
+// the listing stops.
+func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func(context.Context) error, list func(context.Context) ([]v1alpha1.ApiKey, error)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	lastOK, wasBroken := ix.clock.Now(), false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*every)
+		if ix.brokenSince.Load() == 0 {
+			if wasBroken { // an event ended the break
+				lastOK, wasBroken = ix.clock.Now(), false
+			}
+			if err := ping(rctx); err == nil {
+				lastOK = ix.clock.Now()
+			} else if ctx.Err() == nil {
+				ix.brokenAt(lastOK)
+			}
+			cancel()
+			continue
+		}
+		wasBroken = true
+		if ix.resynced() {
+			cancel()
+			ix.WatchHealthy()
+			lastOK, wasBroken = ix.clock.Now(), false
+			continue
+		}
+		start := ix.clock.Now()
+		ix.syncMu.Lock()
+		before := ix.lastSyncLocked()
+		ix.syncMu.Unlock()
+		items, err := list(rctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		ix.syncMu.Lock()
+		if ix.lastSyncLocked() == before && ix.brokenSince.Load() != 0 {
+			// The watch delivered nothing meanwhile, so the list is the newest state known.
+			ix.replaceAll(items)
+			ix.brokenSince.Store(start.UnixNano())
+		}
+		ix.syncMu.Unlock()
+	}
+}
+
+// replaceAll makes the index hold exactly items.
+func (ix *MemoryIndex) replaceAll(items []v1alpha1.ApiKey) {
+	present := make(map[types.NamespacedName]bool, len(items))
+	for i := range items {
+		present[types.NamespacedName{Namespace: items[i].Namespace, Name: items[i].Name}] = true
+		ix.upsert(&items[i])
+	}
+	for nn := range ix.entries() {
+		if !present[nn] {
+			ix.Delete(nn)
+		}
+	}
+}
 
 // Upsert replaces what the index holds for ak. Last-used times carry over to the new entries.
 func (ix *MemoryIndex) Upsert(ak *v1alpha1.ApiKey) {
 	ix.WatchHealthy()
+	ix.upsert(ak)
+}
+
+func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 	nn := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name}
 	if !ix.scope.includes(ak) {
 		ix.Delete(nn)
@@ -157,26 +267,6 @@ func (ix *MemoryIndex) entries() map[types.NamespacedName][]*Entry {
 		out[nn] = es
 	}
 	return out
-}
-
-// Probe keeps the staleness clock honest while the watch is broken: as soon as the API server answers a
-// list again (the informer's reflector is then relisting too), the watch counts as healthy again.
-func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, list func(context.Context) error) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if ix.brokenSince.Load() == 0 {
-			continue
-		}
-		if err := list(ctx); err == nil {
-			ix.WatchHealthy()
-		}
-	}
 }
 
 // String describes the index state for logs.

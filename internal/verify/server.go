@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +27,6 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -147,6 +147,9 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 		return err
 	}
 	v.Index.synced = reg.HasSynced
+	if r, ok := inf.(interface{ LastSyncResourceVersion() string }); ok {
+		v.Index.TrackReflector(r.LastSyncResourceVersion)
+	}
 
 	metrics := NewMetrics(ctrlmetrics.Registry, func() float64 { return float64(v.Index.Len()) })
 	sink, closer, err := openSink(v.opts.AuditSink)
@@ -171,9 +174,7 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 		},
 		(&Flusher{Index: v.Index, Reader: mgr.GetCache(), Client: mgr.GetClient(), Interval: v.opts.FlushInterval, Log: log.WithName("last-used")}).Start,
 		func(ctx context.Context) error {
-			v.Index.Probe(ctx, 2*time.Second, func(ctx context.Context) error {
-				return mgr.GetAPIReader().List(ctx, &v1alpha1.ApiKeyList{}, client.Limit(1))
-			})
+			v.Index.Probe(ctx, time.Second, v.ping(mgr.GetAPIReader()), v.list(mgr.GetAPIReader()))
 			return nil
 		},
 	}
@@ -354,4 +355,38 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		}
 	}
 	return r.cert, nil
+}
+
+// ping asks the API server for at most one ApiKey in the scope served.
+func (v *Verifier) ping(r client.Reader) func(context.Context) error {
+	ns := ""
+	if len(v.Index.scope.Namespaces) > 0 {
+		ns = v.Index.scope.Namespaces[0]
+	}
+	return func(ctx context.Context) error {
+		return r.List(ctx, &v1alpha1.ApiKeyList{}, client.InNamespace(ns), client.Limit(1))
+	}
+}
+
+// list reads every ApiKey in the scope served from the API server.
+func (v *Verifier) list(r client.Reader) func(context.Context) ([]v1alpha1.ApiKey, error) {
+	namespaces := v.Index.scope.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{""}
+	}
+	return func(ctx context.Context) ([]v1alpha1.ApiKey, error) {
+		var out []v1alpha1.ApiKey
+		for _, ns := range namespaces {
+			opts := []client.ListOption{client.InNamespace(ns)}
+			if v.Index.scope.Selector != nil {
+				opts = append(opts, client.MatchingLabelsSelector{Selector: v.Index.scope.Selector})
+			}
+			l := &v1alpha1.ApiKeyList{}
+			if err := r.List(ctx, l, opts...); err != nil {
+				return nil, err
+			}
+			out = append(out, l.Items...)
+		}
+		return out, nil
+	}
 }

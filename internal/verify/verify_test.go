@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,21 +213,79 @@ func TestReadyFailsClosed(t *testing.T) {
 	}
 }
 
-func TestProbeClearsStaleness(t *testing.T) {
-	f := newFixture(t)
-	f.ix.WatchBroken()
-	f.clk.Step(time.Hour)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	calls := make(chan struct{}, 10)
-	go f.ix.Probe(ctx, time.Millisecond, func(context.Context) error { calls <- struct{}{}; return nil })
-	<-calls
+// eventually waits up to a second for cond (Probe runs on a real ticker).
+func eventually(cond func() bool) bool {
 	deadline := time.Now().Add(time.Second)
-	for f.ix.Ready() != nil && time.Now().Before(deadline) {
+	for !cond() && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if f.ix.Ready() != nil {
-		t.Fatal("a successful probe did not clear the staleness")
+	return cond()
+}
+
+func TestProbe(t *testing.T) {
+	f := newFixture(t)
+	var rv atomic.Value
+	rv.Store("10")
+	f.ix.TrackReflector(func() string { return rv.Load().(string) })
+	var apiDown atomic.Bool
+	var lists atomic.Int64
+	down := errors.New("connection refused")
+	ping := func(context.Context) error {
+		if apiDown.Load() {
+			return down
+		}
+		return nil
+	}
+	// While the reflector backs off, the API server already answers lists: the billing ApiKey is gone
+	// and another one exists.
+	other := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "new"},
+		Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(f.late, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
+	list := func(context.Context) ([]v1alpha1.ApiKey, error) {
+		if apiDown.Load() {
+			return nil, down
+		}
+		lists.Add(1)
+		return []v1alpha1.ApiKey{*other}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.ix.Probe(ctx, time.Millisecond, ping, list)
+
+	// A dead API server is noticed by the ping although no watch error is reported.
+	apiDown.Store(true)
+	if !eventually(func() bool { return f.ix.brokenSince.Load() != 0 }) {
+		t.Fatal("a failing ping did not start the staleness clock")
+	}
+	f.clk.Step(31 * time.Second)
+	if f.ix.Ready() != ErrStale {
+		t.Fatal("answered past the staleness bound with the API server down")
+	}
+	// The API server answers again: the index is replaced by a list and current as of it, even
+	// though the reflector has not synced yet.
+	apiDown.Store(false)
+	if !eventually(func() bool { return f.ix.Ready() == nil }) {
+		t.Fatal("still stale although the API server answers lists")
+	}
+	if Check(f.ix, f.clk.Now(), f.active, nil).Code == CodeValid || Check(f.ix, f.clk.Now(), f.late, nil).Code != CodeValid {
+		t.Fatal("the index does not hold what the list returned")
+	}
+	if f.ix.brokenSince.Load() == 0 {
+		t.Fatal("healthy before the reflector synced")
+	}
+	// Listing goes on until the reflector has synced; then it stops.
+	n := lists.Load()
+	if !eventually(func() bool { return lists.Load() > n }) {
+		t.Fatal("listing stopped before the reflector synced")
+	}
+	rv.Store("11")
+	if !eventually(func() bool { return f.ix.brokenSince.Load() == 0 }) {
+		t.Fatal("the reflector synced but the watch still counts as broken")
+	}
+	time.Sleep(20 * time.Millisecond)
+	n = lists.Load()
+	time.Sleep(20 * time.Millisecond)
+	if lists.Load() != n {
+		t.Fatal("still listing with a healthy watch")
 	}
 }
 
