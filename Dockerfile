@@ -1,5 +1,5 @@
 # Build: a static binary. Run: distroless, non-root.
-FROM golang:1.26 AS build
+FROM golang:1.26.10 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

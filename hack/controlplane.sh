@@ -10,7 +10,9 @@ ETCD_VERSION=v3.6.16
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache_root=${KEYSMITH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keysmith}
-gover=$(go env GOVERSION)
+# The Go that builds the control plane: the wrapper modules' (the local toolchain), not the one keysmith's
+# go.mod asks for, so that a toolchain bump of keysmith does not rebuild kube-apiserver.
+gover=$(cd "$root/hack/controlplane/kubernetes" && go env GOVERSION)
 kube_dir="$cache_root/kubernetes-$KUBE_VERSION-$gover"
 etcd_dir="$cache_root/etcd-$ETCD_VERSION-$gover"
 bin="$root/bin"

@@ -21,7 +21,11 @@ import (
 )
 
 // Start starts etcd and kube-apiserver with keysmith's CRDs installed.
-func Start() (*envtest.Environment, *rest.Config, error) {
+func Start() (*envtest.Environment, *rest.Config, error) { return StartWith(nil) }
+
+// StartWith is Start with a hook that adjusts the environment first (API server flags, a fixed
+// certificate directory so that the API server can be restarted with the same serving certificate).
+func StartWith(configure func(*envtest.Environment)) (*envtest.Environment, *rest.Config, error) {
 	crds, err := operator.CRDs()
 	if err != nil {
 		return nil, nil, err
@@ -31,6 +35,9 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, err
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: assets, CRDs: crds, ErrorIfCRDPathMissing: true}
+	if configure != nil {
+		configure(env)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting envtest from %s: %w", assets, err)

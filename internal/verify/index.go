@@ -235,7 +235,7 @@ func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 	defer ix.mu.Unlock()
 	old := ix.byObject[nn]
 	for _, e := range old {
-		delete(ix.byDigest, e.Digest)
+		ix.unindex(e)
 	}
 	for _, e := range fresh {
 		for _, o := range old {
@@ -253,9 +253,16 @@ func (ix *MemoryIndex) Delete(nn types.NamespacedName) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	for _, e := range ix.byObject[nn] {
-		delete(ix.byDigest, e.Digest)
+		ix.unindex(e)
 	}
 	delete(ix.byObject, nn)
+}
+
+// unindex drops e from the digest map, unless the digest now belongs to another entry.
+func (ix *MemoryIndex) unindex(e *Entry) {
+	if ix.byDigest[e.Digest] == e {
+		delete(ix.byDigest, e.Digest)
+	}
 }
 
 // entriesOf returns the current entries of every ApiKey (for the last-used flusher).

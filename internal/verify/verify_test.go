@@ -236,10 +236,11 @@ func TestProbe(t *testing.T) {
 		}
 		return nil
 	}
+	fresh := gen(t)
 	// While the reflector backs off, the API server already answers lists: the billing ApiKey is gone
 	// and another one exists.
 	other := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "new"},
-		Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(f.late, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
+		Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(fresh, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
 	list := func(context.Context) ([]v1alpha1.ApiKey, error) {
 		if apiDown.Load() {
 			return nil, down
@@ -266,7 +267,7 @@ func TestProbe(t *testing.T) {
 	if !eventually(func() bool { return f.ix.Ready() == nil }) {
 		t.Fatal("still stale although the API server answers lists")
 	}
-	if Check(f.ix, f.clk.Now(), f.active, nil).Code == CodeValid || Check(f.ix, f.clk.Now(), f.late, nil).Code != CodeValid {
+	if Check(f.ix, f.clk.Now(), f.active, nil).Code == CodeValid || Check(f.ix, f.clk.Now(), fresh, nil).Code != CodeValid {
 		t.Fatal("the index does not hold what the list returned")
 	}
 	if f.ix.brokenSince.Load() == 0 {

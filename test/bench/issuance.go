@@ -171,30 +171,34 @@ func keysmithIssuance(ctx context.Context, c client.Client, ns string, n, worker
 	if err := parallel(n, workers, func(i int) error { return c.Create(ctx, scaleKey(ns, i)) }); err != nil {
 		return 0, nil, err
 	}
+	// The watch sees each ApiKey turn Ready; a list every 5 s only backs it up (listing thousands of
+	// ApiKeys every 100 ms would load the API server during the measurement, and keysmith's figure only).
 	deadline := time.Now().Add(10 * time.Minute)
+	lastList := time.Now()
 	for time.Now().Before(deadline) {
-		list := &v1alpha1.ApiKeyList{}
-		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return 0, nil, err
-		}
-		ready := 0
-		for i := range list.Items {
-			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, v1alpha1.ConditionReady) {
-				ready++
+		if time.Since(lastList) > 5*time.Second {
+			list := &v1alpha1.ApiKeyList{}
+			if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+				return 0, nil, err
+			}
+			for i := range list.Items {
 				seen(&list.Items[i])
 			}
+			lastList = time.Now()
 		}
-		if ready == n {
-			total := time.Since(start)
-			mu.Lock()
-			defer mu.Unlock()
+		mu.Lock()
+		if len(readyAt) == n {
+			var total time.Duration
 			each := make([]time.Duration, 0, len(readyAt))
 			for _, d := range readyAt {
 				each = append(each, d)
+				total = max(total, d)
 			}
+			mu.Unlock()
 			return total, each, nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
 	}
 	return 0, nil, fmt.Errorf("not all %d ApiKeys Ready in %s after 10 minutes", n, ns)
 }
