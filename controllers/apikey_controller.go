@@ -228,6 +228,16 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 		return nil, err
 	}
 	if err := r.writeSecret(ctx, ak, secret, plaintext, issued[0]); err != nil {
+		if secret.ResourceVersion == "" && apierrors.IsAlreadyExists(err) {
+			// A Secret keysmith could not see holds the name (a foreign one: the first key skips the API
+			// read). The key never left memory; revoke it, and the next reconcile reports the conflict.
+			revoked := recorded.DeepCopy()
+			rotation.Revoke(findKey(revoked.Keys, issued[0].ID), plan.Now, v1alpha1.RevokedUndelivered)
+			if perr := r.patchStatus(ctx, ak, *revoked); perr != nil {
+				return nil, perr
+			}
+			return nil, err
+		}
 		if permanent(err) {
 			return err, nil
 		}

@@ -296,7 +296,12 @@ var _ = Describe("ApiKey", func() {
 			g.Expect(c.Message).To(ContainSubstring("taken-key"))
 		}, eventually, poll).Should(Succeed())
 		Expect(meta.IsStatusConditionTrue(get(ns, "taken").Status.Conditions, v1alpha1.ConditionReady)).To(BeFalse())
-		Expect(get(ns, "taken").Status.Keys).To(BeEmpty())
+		By("the key recorded for the refused create never left memory, and is revoked")
+		taken := get(ns, "taken").Status.Keys
+		Expect(taken).To(HaveLen(1))
+		Expect(taken[0].State).To(Equal(v1alpha1.KeyRevoked))
+		Expect(taken[0].Reason).To(Equal(v1alpha1.RevokedUndelivered))
+		Expect(get(ns, "taken").Status.CurrentKeyID).NotTo(Equal(""))
 
 		By("repeated reconciles neither touch the Secret nor repeat the event")
 		poke(ns, "taken")
@@ -306,7 +311,9 @@ var _ = Describe("ApiKey", func() {
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(foreign), after)).To(Succeed())
 		Expect(after.ResourceVersion).To(Equal(foreign.ResourceVersion))
 		Expect(after.OwnerReferences).To(BeEmpty())
-		Expect(writes.Attempts(ns)).NotTo(ContainElement(HaveField("Resource", "secrets")))
+		// One create was attempted (the first key skips the API read) and refused; nothing was written.
+		Expect(writes.In(ns)).NotTo(ContainElement(HaveField("Resource", "secrets")))
+		Expect(writes.Attempts(ns)).To(ContainElement(HaveField("Code", 409)))
 
 		By("once the foreign Secret is gone, the key is issued")
 		Expect(k8s.Delete(ctx, after)).To(Succeed())

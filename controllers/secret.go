@@ -23,13 +23,21 @@ import (
 // observeSecret reads the ApiKey's Secret and classifies it against status. The cache only holds Secrets
 // labelled as keysmith's; whenever it shows anything but the current key, the Secret is read again from
 // the API server, because the cache may lag behind keysmith's own last write (acting on that lag would
-// rotate twice) and cannot see a foreign Secret of the same name at all.
+// rotate twice) and cannot see a foreign Secret of the same name at all. The one exception is the first
+// key, below.
 func (r *ApiKeyReconciler) observeSecret(ctx context.Context, ak *v1alpha1.ApiKey) (*corev1.Secret, rotation.SecretState, error) {
 	name := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Spec.SecretName}
 	secret := &corev1.Secret{}
 	state, err := r.classify(ctx, r.Client, name, secret, ak)
 	if err != nil || state == rotation.SecretCurrent {
 		return secret, state, err
+	}
+	if state == rotation.SecretMissing && len(ak.Status.Keys) == 0 {
+		// Before the first key nothing of keysmith's can be in flight for this ApiKey (a Secret is only
+		// written once status lists its key), so a miss is not cache lag, and the API read is skipped: a
+		// foreign Secret of that name makes the create fail instead, and the key recorded for it is revoked
+		// (see issue).
+		return secret, state, nil
 	}
 	secret = &corev1.Secret{}
 	state, err = r.classify(ctx, r.APIReader, name, secret, ak)

@@ -238,6 +238,7 @@ func run(o options) error {
 	mgrDone := make(chan struct{})
 	go func() { defer close(mgrDone); _ = mgr.Start(mgrCtx) }()
 	// Likewise, a first round while the manager starts, not measured.
+	managerCache = mgr.GetCache()
 	if _, _, err := keysmithIssuance(ctx, c, "warmup-keysmith", 100, o.parallel); err != nil {
 		return err
 	}
