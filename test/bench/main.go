@@ -85,6 +85,7 @@ func main() {
 	flag.IntVar(&o.storm, "storm", 1000, "ApiKeys in the rotation storm, all due at the same instant (0 skips it)")
 	flag.StringVar(&o.gogc, "gogc", "50", "GOGC of the measured manager process (config/manager sets 50)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	render := flag.String("render", "", "measure nothing: redraw the charts and the page from this results JSON (after editing the page's template)")
 	flag.Parse()
 	var err error
 	if o.sweep, err = sweepOf(*sweep, o.n); err != nil {
@@ -105,6 +106,13 @@ func main() {
 		}
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(discard{})))
+	if *render != "" {
+		if err := rerender(*render, o); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -363,6 +371,24 @@ func run(o options) error {
 		return err
 	}
 	fmt.Printf("\nwrote %s\n", o.out)
+	return publish(res, o)
+}
+
+// rerender reads results written by an earlier run and publishes them again.
+func rerender(path string, o options) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return publish(res, o)
+}
+
+// publish draws the charts and regenerates the page.
+func publish(res Results, o options) error {
 	charts, err := writeCharts(res, o.img)
 	if err != nil {
 		return err
