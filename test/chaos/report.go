@@ -146,6 +146,36 @@ Each scenario adds its own:
   (`+"`--verify-max-staleness`"+`, 30 s by default; the short CI run uses 5 s) and then answer 503 to every
   check, never "invalid" to a valid key; after the restart they accept again once their watch has
   resynchronised, and the manager rotates again.
+
+## Reading the figures
+
+- **Crash loop**: ` + "`" + `longest status.keys` + "`" + ` reaching 16 is the bound at work: a crash between recording a key
+  and writing the Secret leaves an undelivered key ` + "`" + `Retiring` + "`" + ` for its overlap, and history entries are
+  dropped oldest first beyond 16. The write counts include the deletions and recreations (each a
+  finalizer added and removed) and every restart's repair of an interrupted rotation.
+- **API server restart**: times count from the SIGTERM sent to kube-apiserver, which drains for up to 20 s
+  (envtest then kills it) and answers some requests meanwhile. Each verifier's bound runs from its last
+  successful ping of the API server (once a second), so "503 from" is that moment plus the bound. A
+  replica that held the Lease exits when it cannot renew it within 10 s (replica-a here) and, restarted by
+  its supervisor as a kubelet would, answers 503 until its caches have synced again: failing closed
+  earlier than the bound. After the restart the verifiers list the ApiKeys themselves until their informer
+  has resynchronised, so they accept again within about 2 s; the manager's own informers wait out
+  client-go's retry backoff (up to 30 s), which is why the first rotation after the restart took 17 s.
+- **Leader failover**: the Lease is 15 s, so a replica killed with SIGKILL is replaced after 15 to 17 s;
+  a graceful stop releases the Lease at once (` + "`" + `LeaderElectionReleaseOnCancel` + "`" + `).
+
+## Found on the way
+
+- The first runs of the API server restart found that the verifier did not fail closed: client-go keeps
+  retrying a watch whose connection is refused without reporting an error, so the staleness clock never
+  started, and the verifier answered from its index for the whole outage (80 to 259 violations per run:
+  keys in Secrets refused for seconds after the restart, retired keys accepted up to 15 s past their
+  notAfter, because the verifier counted the first successful list as healthy while its informer still
+  waited out its backoff). Fixed: a ping every second starts the clock, and after an outage the verifier
+  resynchronises its index from a list until the informer has synced (docs/verifier.md).
+- Making the first issuance cheaper (skipping the API read of the Secret) would have left an ` + "`" + `Active` + "`" + `
+  key in status that was never delivered when a foreign Secret holds the name; the create's
+  ` + "`" + `AlreadyExists` + "`" + ` now revokes that key (reason ` + "`" + `Undelivered` + "`" + `) before the conflict is reported.
 `, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), cmd, s.o.seed, took.Round(time.Second), table, rounds, checks)
 	if len(all) > 0 {
 		b.WriteString("\n## Violations in this run\n\n")
