@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 func TestChartPNG(t *testing.T) {
@@ -124,7 +126,7 @@ func TestReport(t *testing.T) {
 		return out
 	}
 	r := Results{
-		Host:         Host{CPU: "Test CPU", CPUs: 2, SHANI: true, MemoryGiB: 23.5, Kernel: "Linux 6.1", Platform: "linux/amd64", Go: "go1.26.8", KubeAPIServer: "v1.37.2", Etcd: "v3.6.16", Commit: "abc1234"},
+		Host:         testenv.Host{CPU: "Test CPU", CPUs: 2, SHANI: true, MemoryGiB: 23.5, Kernel: "Linux 6.1", Platform: "linux/amd64", Go: "go1.26.8", KubeAPIServer: "v1.37.2", Etcd: "v3.6.16", Commit: "abc1234"},
 		Command:      "go run ./test/bench -n 1000",
 		Settings:     map[string]string{"n": "1000", "workers": "16", "duration": "5s", "docs": "docs/benchmarks.md"},
 		InProcess:    InProcess{NsPerOp: 350, IndexKeys: 10005},

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -147,8 +146,8 @@ func sweepOf(list string, n int) ([]int, error) {
 
 // Results is what the harness prints and writes.
 type Results struct {
-	Machine string `json:"machine"`
-	Host    Host   `json:"host"`
+	Machine string       `json:"machine"`
+	Host    testenv.Host `json:"host"`
 	// Date is when the run started (UTC); Command is how it was started, Settings every flag's value.
 	Date         time.Time         `json:"date"`
 	Command      string            `json:"command"`
@@ -215,7 +214,7 @@ func run(o options) error {
 	}
 	res := Results{
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()),
-		Host:    describeHost(cfg), Date: time.Now().UTC().Truncate(time.Second), Command: commandLine(), Settings: settings(),
+		Host:    testenv.DescribeHost(cfg), Date: time.Now().UTC().Truncate(time.Second), Command: commandLine(), Settings: settings(),
 	}
 	// The floors first, before the manager runs (it would reconcile those objects too), after a round
 	// that is not measured: the first requests of a fresh control plane are slower.
@@ -579,18 +578,10 @@ func revocation(ctx context.Context, c client.Client, url string, trials int, pr
 	return res, nil
 }
 
+// valid reports whether the verifier behind url (its /v1/verify) still accepts key; an error or a 503
+// is not a refusal, so polling goes on.
 func valid(cl *http.Client, url, key string) bool {
-	b, _ := json.Marshal(verify.VerifyRequest{Key: key})
-	resp, err := cl.Post(url, "application/json", bytesReader(b))
-	if err != nil {
-		return true // an error is not a refusal; keep polling
-	}
-	defer resp.Body.Close()
-	var out verify.VerifyResponse
-	if json.NewDecoder(resp.Body).Decode(&out) != nil {
-		return true
-	}
-	return out.Valid
+	return testenv.VerifyKey(cl, strings.TrimSuffix(url, "/v1/verify"), key) != testenv.Refused
 }
 
 func pct(sorted []time.Duration, p float64) time.Duration {
@@ -658,5 +649,3 @@ keysmith verifier benchmark (%s)
 		r.RevokeDelete.Trials, r.RevokeDelete.P50Millis, r.RevokeDelete.P99Millis, r.RevokeDelete.MaxMillis,
 		r.RevokeRotate.Trials, r.RevokeRotate.P50Millis, r.RevokeRotate.P99Millis, r.RevokeRotate.MaxMillis)
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -97,6 +97,7 @@ type suite struct {
 	managers []*proc
 	mgrKC    string
 	audit    string
+	host     string // the machine and the control plane, for the report
 	results  []result
 }
 
@@ -134,6 +135,7 @@ func run(o options) error {
 	s.env = env
 	defer func() { _ = env.Stop() }()
 	cfg.Timeout = 10 * time.Second // polling loops must not hang while the API server is down
+	s.host = testenv.DescribeHost(cfg).String()
 	if s.c, err = client.New(cfg, client.Options{Scheme: operator.Scheme()}); err != nil {
 		return err
 	}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -15,36 +13,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/verify"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
-// verdict is the verifier's answer to one key.
-type verdict int
+type verdict = testenv.Verdict
 
 const (
-	accepted verdict = iota
-	refused
-	unavailable // 503, a connection error, an unreadable answer: not a decision
+	accepted    = testenv.Accepted
+	refused     = testenv.Refused
+	unavailable = testenv.Unavailable
 )
 
 func check(cl *http.Client, addr, key string) verdict {
-	b, _ := json.Marshal(verify.VerifyRequest{Key: key})
-	resp, err := cl.Post("http://"+addr+"/v1/verify", "application/json", bytes.NewReader(b))
-	if err != nil {
-		return unavailable
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return unavailable
-	}
-	var out verify.VerifyResponse
-	if json.NewDecoder(resp.Body).Decode(&out) != nil {
-		return unavailable
-	}
-	if out.Valid {
-		return accepted
-	}
-	return refused
+	return testenv.VerifyKey(cl, "http://"+addr, key)
 }
 
 // seenKey is a plaintext key the observer read from a Secret. The plaintext stays in this process's

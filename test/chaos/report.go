@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -149,8 +148,8 @@ Each scenario adds its own:
 
 ## Reading the figures
 
-- **Crash loop**: ` + "`" + `longest status.keys` + "`" + ` reaching 16 is the bound at work: a crash between recording a key
-  and writing the Secret leaves an undelivered key ` + "`" + `Retiring` + "`" + ` for its overlap, and history entries are
+- **Crash loop**: `+"`"+`longest status.keys`+"`"+` reaching 16 is the bound at work: a crash between recording a key
+  and writing the Secret leaves an undelivered key `+"`"+`Retiring`+"`"+` for its overlap, and history entries are
   dropped oldest first beyond 16. The write counts include the deletions and recreations (each a
   finalizer added and removed) and every restart's repair of an interrupted rotation.
 - **API server restart**: times count from the SIGTERM sent to kube-apiserver, which drains for up to 20 s
@@ -162,7 +161,7 @@ Each scenario adds its own:
   has resynchronised, so they accept again within about 2 s; the manager's own informers wait out
   client-go's retry backoff (up to 30 s), which is why the first rotation after the restart took 17 s.
 - **Leader failover**: the Lease is 15 s, so a replica killed with SIGKILL is replaced after 15 to 17 s;
-  a graceful stop releases the Lease at once (` + "`" + `LeaderElectionReleaseOnCancel` + "`" + `).
+  a graceful stop releases the Lease at once (`+"`"+`LeaderElectionReleaseOnCancel`+"`"+`).
 
 ## Found on the way
 
@@ -173,10 +172,10 @@ Each scenario adds its own:
   notAfter, because the verifier counted the first successful list as healthy while its informer still
   waited out its backoff). Fixed: a ping every second starts the clock, and after an outage the verifier
   resynchronises its index from a list until the informer has synced (docs/verifier.md).
-- Making the first issuance cheaper (skipping the API read of the Secret) would have left an ` + "`" + `Active` + "`" + `
+- Making the first issuance cheaper (skipping the API read of the Secret) would have left an `+"`"+`Active`+"`"+`
   key in status that was never delivered when a foreign Secret holds the name; the create's
-  ` + "`" + `AlreadyExists` + "`" + ` now revokes that key (reason ` + "`" + `Undelivered` + "`" + `) before the conflict is reported.
-`, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), cmd, s.o.seed, took.Round(time.Second), table, rounds, checks)
+  `+"`"+`AlreadyExists`+"`"+` now revokes that key (reason `+"`"+`Undelivered`+"`"+`) before the conflict is reported.
+`, time.Now().UTC().Format("2006-01-02 15:04 MST"), s.host, cmd, s.o.seed, took.Round(time.Second), table, rounds, checks)
 	if len(all) > 0 {
 		b.WriteString("\n## Violations in this run\n\n")
 		for _, v := range all {
@@ -184,25 +183,4 @@ Each scenario adds its own:
 		}
 	}
 	return b.String()
-}
-
-// machine describes the host: CPU model and count, memory, Go version.
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				model = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
-			}
-		}
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		var kb float64
-		if _, err := fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %g kB", &kb); err == nil {
-			mem = fmt.Sprintf(", %.0f GiB", kb/1024/1024)
-		}
-	}
-	return fmt.Sprintf("%s, %d CPUs%s, %s/%s, %s", model, runtime.NumCPU(), mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
