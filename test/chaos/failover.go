@@ -156,7 +156,7 @@ func (s *suite) failover(ctx context.Context) (result, error) {
 		}
 		fmt.Printf("   failover %d: rotation resumed after %.1f s, %d probes, %d failed\n", i+1, d.Seconds(), p.checks.Load(), p.failures.Load())
 	}
-	return result{Trials: s.o.failovers, Figures: fmt.Sprintf("rotation requested at the kill reached its Secret after p50 %.1f s, max %.1f s (Lease 15 s, renew deadline 10 s, retry 2 s); "+
+	return result{Trials: s.o.failovers, Figures: fmt.Sprintf("rotation requested at the kill reached its Secret after p50 %.1f s, max %.1f s (the defaults: Lease 10 s, renew deadline 7 s, retry 1 s); "+
 		"%d verifications on the surviving replica and the standalone verifier, %d failed",
 		pct(resume, 0.5).Seconds(), pct(resume, 1).Seconds(), probes, failures)}, nil
 }

@@ -137,7 +137,7 @@ Each scenario adds its own:
   event. No apply may conflict, the spec stays as applied and keysmith owns no spec field, no key
   disappears from status, and no ApiKey gets more new keys than rotations fell due.
 - **leader failover**: two replicas with leader election; the leader is killed with SIGKILL, so its Lease is
-  not released and expires (15 s lease). A rotation requested at the kill must reach its Secret within
+  not released and expires (10 s lease by default). A rotation requested at the kill must reach its Secret within
   20 s, and verification of the keys in the Secrets, on the surviving replica and on the standalone
   verifier, must never fail meanwhile.
 - **API server restart**: kube-apiserver is stopped (etcd keeps running) for the staleness bound plus 5 s,
@@ -155,13 +155,16 @@ Each scenario adds its own:
 - **API server restart**: times count from the SIGTERM sent to kube-apiserver, which drains for up to 20 s
   (envtest then kills it) and answers some requests meanwhile. Each verifier's bound runs from its last
   successful ping of the API server (once a second), so "503 from" is that moment plus the bound. A
-  replica that held the Lease exits when it cannot renew it within 10 s (replica-a here) and, restarted by
+  replica that held the Lease exits when it cannot renew it within 7 s and, restarted by
   its supervisor as a kubelet would, answers 503 until its caches have synced again: failing closed
   earlier than the bound. After the restart the verifiers list the ApiKeys themselves until their informer
   has resynchronised, so they accept again within about 2 s; the manager's own informers wait out
   client-go's retry backoff (up to 30 s), which is why the first rotation after the restart took 17 s.
-- **Leader failover**: the Lease is 15 s, so a replica killed with SIGKILL is replaced after 15 to 17 s;
-  a graceful stop releases the Lease at once (`+"`"+`LeaderElectionReleaseOnCancel`+"`"+`).
+- **Leader failover**: the other replica takes over once the Lease has expired as it observed it: with
+  the defaults (Lease 10 s, renew deadline 7 s, retry 1 s) at most about 14.4 s after a SIGKILL, typically 12 s.
+  controller-runtime's usual 15 s / 10 s / 2 s would allow up to 23.8 s, past the 20 s bound; the first
+  full run measured 15.7 to 17.8 s with them, and the defaults were changed. A graceful stop releases
+  the Lease at once (`+"`"+`LeaderElectionReleaseOnCancel`+"`"+`).
 
 ## Found on the way
 
