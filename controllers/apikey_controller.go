@@ -3,6 +3,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -134,8 +136,7 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 		return ctrl.Result{}, err
 	}
 	if state == rotation.SecretForeign {
-		msg := fmt.Sprintf("Secret %q exists and was not created by keysmith for this ApiKey; keysmith never adopts or overwrites it. Delete it or choose another spec.secretName.", ak.Spec.SecretName)
-		return ctrl.Result{RequeueAfter: conflictRecheck}, r.stall(ctx, ak, now, v1alpha1.ReasonSecretConflict, v1alpha1.EventSecretConflict, msg)
+		return r.secretConflict(ctx, ak, now)
 	}
 
 	plan := rotation.Decide(rotation.Input{
@@ -149,7 +150,9 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 	}
 	switch {
 	case plan.Issue != rotation.TriggerNone:
-		if refused, err := r.issue(ctx, ak, secret, settings, plan); err != nil {
+		if refused, err := r.issue(ctx, ak, secret, settings, plan); errors.Is(err, errSecretForeign) {
+			return r.secretConflict(ctx, ak, now)
+		} else if err != nil {
 			return ctrl.Result{}, err
 		} else if refused != nil {
 			r.refusedAt.Store(ak.UID, refusal{at: now, generation: ak.Generation})
@@ -207,8 +210,11 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Op
 		Complete(r)
 }
 
-// issue generates a key and records and delivers it: status (the key is Active before anyone can read it),
-// then the Secret, then status again only if conditions changed (the first key). When the API server
+// issue generates a key and records and delivers it. A rotation (or any key after the first) goes to
+// status first, so that the key is Active before anyone can read it, then to the Secret. A first key goes
+// to the Secret first, then to status with Ready in the same write: nothing can accept it before status
+// lists it, so a crash in between leaves a Secret whose key the verifier refuses and that the next
+// reconcile replaces (status still lists no key), and Ready never precedes the Secret. When the API server
 // refuses the Secret for a reason a retry cannot fix, it returns that reason instead of an error.
 func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secret *corev1.Secret, s effective, plan rotation.Plan) (refused error, err error) {
 	key, err := keys.Generate(r.KeyPrefix, string(s.settings.Environment))
@@ -220,33 +226,58 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 	issued := plan.WithNewKey(digest.ID(), digest.String())
 
 	final := desiredStatus(ak, s, plan, issued)
-	recorded := final.DeepCopy()
-	if !isReady(ak) {
-		setIssuing(recorded, ak.Generation, plan.Now)
-	}
-	if err := r.patchStatus(ctx, ak, *recorded); err != nil {
-		return nil, err
+	first := len(ak.Status.Keys) == 0
+	if !first {
+		recorded := final.DeepCopy()
+		if !isReady(ak) {
+			setIssuing(recorded, ak.Generation, plan.Now)
+		}
+		if err := r.patchStatus(ctx, ak, *recorded); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.writeSecret(ctx, ak, secret, plaintext, issued[0]); err != nil {
-		if secret.ResourceVersion == "" && apierrors.IsAlreadyExists(err) {
-			// A Secret keysmith could not see holds the name (a foreign one: the first key skips the API
-			// read). The key never left memory; revoke it, and the next reconcile reports the conflict.
-			revoked := recorded.DeepCopy()
-			rotation.Revoke(findKey(revoked.Keys, issued[0].ID), plan.Now, v1alpha1.RevokedUndelivered)
-			if perr := r.patchStatus(ctx, ak, *revoked); perr != nil {
-				return nil, perr
-			}
-			return nil, err
+		if first && secret.ResourceVersion == "" && apierrors.IsAlreadyExists(err) {
+			return nil, r.secretTaken(ctx, ak)
 		}
 		if permanent(err) {
 			return err, nil
 		}
 		return nil, err
 	}
-	// The key is delivered: say so now, whatever happens to the last status write.
+	if first {
+		if err := r.patchStatus(ctx, ak, final); err != nil {
+			return nil, err
+		}
+	}
+	// The key is delivered (and, for a first key, recorded): say so now.
 	r.recordIssue(ak, plan, issued[0].ID)
 	log.FromContext(ctx).Info("issued key", "keyID", issued[0].ID, "trigger", plan.Issue)
 	return nil, r.patchStatus(ctx, ak, final)
+}
+
+// errSecretForeign: the Secret's name is held by a Secret that keysmith did not create for this ApiKey.
+var errSecretForeign = errors.New("the Secret exists and was not created by keysmith for this ApiKey")
+
+// secretTaken explains a first key's create meeting a Secret the label-filtered cache did not show: a
+// foreign Secret (errSecretForeign), or keysmith's own that the cache has not caught up with (a conflict,
+// looked at again shortly).
+func (r *ApiKeyReconciler) secretTaken(ctx context.Context, ak *v1alpha1.ApiKey) error {
+	name := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Spec.SecretName}
+	state, err := r.classify(ctx, r.APIReader, name, &corev1.Secret{}, ak)
+	switch {
+	case err != nil:
+		return err
+	case state == rotation.SecretForeign:
+		return errSecretForeign
+	}
+	return apierrors.NewConflict(corev1.Resource("secrets"), name.Name, errors.New("the Secret is not in the cache yet"))
+}
+
+// secretConflict reports a foreign Secret holding the name, and looks again later.
+func (r *ApiKeyReconciler) secretConflict(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time) (ctrl.Result, error) {
+	msg := fmt.Sprintf("Secret %q exists and was not created by keysmith for this ApiKey; keysmith never adopts or overwrites it. Delete it or choose another spec.secretName.", ak.Spec.SecretName)
+	return ctrl.Result{RequeueAfter: conflictRecheck}, r.stall(ctx, ak, now, v1alpha1.ReasonSecretConflict, v1alpha1.EventSecretConflict, msg)
 }
 
 // permanent reports API errors that repeating the same write cannot fix.

@@ -33,10 +33,8 @@ func (r *ApiKeyReconciler) observeSecret(ctx context.Context, ak *v1alpha1.ApiKe
 		return secret, state, err
 	}
 	if state == rotation.SecretMissing && len(ak.Status.Keys) == 0 {
-		// Before the first key nothing of keysmith's can be in flight for this ApiKey (a Secret is only
-		// written once status lists its key), so a miss is not cache lag, and the API read is skipped: a
-		// foreign Secret of that name makes the create fail instead, and the key recorded for it is revoked
-		// (see issue).
+		// Before the first key, the API read is skipped: a Secret the cache does not show (a foreign one,
+		// or keysmith's own not cached yet) makes the create fail instead, and issue looks then.
 		return secret, state, nil
 	}
 	secret = &corev1.Secret{}

@@ -61,9 +61,6 @@ const (
 	RevokedUnused = "Unused"
 	// RevokedPolicy marks keys revoked by an ApiKeyPolicy with enforcement Revoke.
 	RevokedPolicy = "PolicyViolation"
-	// RevokedUndelivered marks a key revoked because its Secret could not be created: a Secret of that name
-	// that keysmith did not create exists. The key never left keysmith's memory.
-	RevokedUndelivered = "Undelivered"
 )
 
 // Labels, annotations and finalizers.

@@ -196,9 +196,6 @@ func Decide(in Input) Plan {
 	case in.Settings.Period > 0 && current != nil && !now.Before(current.IssuedAt.Add(in.Settings.Period)):
 		p.Issue = TriggerScheduled
 	case current != nil:
-	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedUndelivered:
-		// The first key met a foreign Secret; that Secret is gone now.
-		p.Issue = TriggerInitial
 	case previous != nil && previous.State == v1alpha1.KeyRevoked && previous.Reason == v1alpha1.RevokedManual:
 		p.Issue = TriggerRevoked
 	case previous != nil && previous.State == v1alpha1.KeyRevoked &&

@@ -245,12 +245,6 @@ func TestDecide(t *testing.T) {
 			want: want{issue: TriggerEnabled, states: map[string]v1alpha1.KeyState{"b": v1alpha1.KeyRevoked}, nextRotation: 36 * day, nextWake: 36 * day},
 		},
 		{
-			name: "first key undelivered: a fresh first key once the name is free",
-			in: Input{Now: at(1 * day), Settings: monthly, CurrentKeyID: "u", Secret: SecretMissing,
-				Keys: []v1alpha1.IssuedKey{{ID: "u", State: v1alpha1.KeyRevoked, Reason: v1alpha1.RevokedUndelivered, IssuedAt: metav1.Time{Time: t0}, NotAfter: metav1.Time{Time: at(90 * day)}}}},
-			want: want{issue: TriggerInitial, states: map[string]v1alpha1.KeyState{"u": v1alpha1.KeyRevoked}, nextRotation: 31 * day, nextWake: 31 * day},
-		},
-		{
 			name: "unused for the limit: revoked, not replaced",
 			in: Input{Now: at(30 * day), Settings: Settings{Lifetime: 90 * day, UnusedAfter: 30 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
 				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},

@@ -231,25 +231,25 @@ or list of its own while it measures).
 
 Why the ratio stays above the target: on this machine kube-apiserver is the bottleneck in both runs (it
 uses about 1.4 of the 2 cores throughout, etcd about 0.2, the manager well under 0.2), so the time follows
-the API server's work per key. The bare client asks for 4 requests per key; keysmith's path asks for 6:
-the create, the finalizer, status recording the key (before the Secret, so that a crash can never leave
-an unrecorded key in a Secret), the Secret, status ` + "`Ready`" + ` once the Secret holds the key, and one
-` + "`KeyIssued`" + ` event; and every write is also delivered to the manager's watches, which the bare client
-does not have. Tuning removed what was not needed: the second reconcile per key that a Secret's own watch
-event caused (1.6 reconciles per key before, 1.0 now), the read of the Secret before the first key, and the
-harness's own list loop (at 1,000 keys: 15.6 s, ratio 2.05, before; 11.7 s, ratio 2.0, after, in a run of
-the issuance alone; the full run above, on a control plane that already holds the floor's objects, is a
-little slower).
+the API server's work per key. The bare client asks for 4 requests per key; keysmith's path asks for 5:
+the create, the finalizer, the Secret, status with the key and ` + "`Ready`" + ` in one write (docs/design.md
+explains why a first key may go to the Secret first), and one ` + "`KeyIssued`" + ` event; and every write is
+also delivered to the manager's watches, which the bare client does not have.
 
-What meeting 1.3 would take, measured with experimental switches on the same machine (1,000 keys, issuance
-alone, not shipped): recording ` + "`Ready=True`" + ` in the same status write as the key, before the
-Secret exists (3 writes), gives 8.4 s against 5.8 s, ratio 1.45; doing that and also not emitting the
-` + "`KeyIssued`" + ` event for a first key gives 7.2 s against 5.7 s, ratio 1.26. keysmith ships neither:
-` + "`Ready`" + ` means the Secret holds the key, and the first issuance is announced. A design that keeps
-` + "`Ready`" + ` honest with 3 writes is to create the Secret before recording a first key and, after a
-crash between the two, record the key found in keysmith's own Secret instead of replacing it; it changes
-the crash argument in docs/design.md and is not built yet. For context on this machine class, measured separately: cert-manager took
-56 to 86 s and the mittwald secret generator 48.5 s for 1,000 objects.
+Tuning, each step measured at 1,000 keys with the issuance alone (` + "`go run ./test/bench -n 1000 -sweep 1000 -storm 0 -memory-apikeys 0 -docs \"\"`" + `):
+
+| step | keysmith | bare client | ratio |
+|---|---|---|---|
+| before (4 writes, 1.6 reconciles per key, the harness listing every 100 ms) | 15.6 s | 7.6 s | 2.05 |
+| a Secret's own watch event no longer queues a second reconcile (1.0 per key) | 13.0 s | 5.8 s | 2.22 (harness still listing) |
+| no API read of the Secret before a first key; Ready seen through the manager's informer | 11.7 s | 5.8 s | 2.03 |
+| a first key's Secret before its status, Ready in that status write (3 writes) | 8.2 s | 5.6 s | 1.48 |
+| experiment, not shipped: the same without the first key's ` + "`KeyIssued`" + ` event | 7.2 s | 5.7 s | 1.26 |
+
+The last step would meet 1.3 by issuing silently; keysmith announces every first key with an event, so
+the remaining gap is that event and the watches. The full run above ran on a control plane that already
+holds the floor's objects, and is a little slower. For context on this machine class, measured
+separately: cert-manager took 56 to 86 s and the mittwald secret generator 48.5 s for 1,000 objects.
 {{end}}
 ### Time to Ready against N
 

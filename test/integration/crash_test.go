@@ -132,17 +132,22 @@ func listed(ak *v1alpha1.ApiKey, hash string) *v1alpha1.IssuedKey {
 	return nil
 }
 
-// checkSecretWrite: a key reaches the Secret only after status records it as Active.
+// checkSecretWrite: a key reaches the Secret only after status records it as Active, except a first key
+// (status lists no key yet), which status records right after: nothing accepts it before.
 func (h *harness) checkSecretWrite(s *corev1.Secret) {
 	key := string(s.Data[v1alpha1.SecretKeyAPIKey])
 	ak, ok := h.apiKey()
 	Expect(ok).To(BeTrue())
+	if len(ak.Status.Keys) == 0 {
+		return
+	}
 	k := listed(ak, keys.Hash(key))
 	Expect(k).NotTo(BeNil(), "the key being written to the Secret is not recorded in status")
 	Expect(k.State).To(Equal(v1alpha1.KeyActive), "the key being written to the Secret is not Active in status")
 }
 
-// checkSecret: whatever state a crash left, the Secret never holds a key that status does not list, and
+// checkSecret: whatever state a crash left, the Secret never holds a key that status does not list (but
+// for a first key whose status write was lost, which nothing accepts), and
 // while the ApiKey is not being deleted that key is still accepted (Active or Retiring, before notAfter).
 func (h *harness) checkSecret() {
 	s := &corev1.Secret{}
@@ -153,6 +158,11 @@ func (h *harness) checkSecret() {
 	Expect(err).NotTo(HaveOccurred())
 	ak, ok := h.apiKey()
 	if !ok || !ak.DeletionTimestamp.IsZero() {
+		return
+	}
+	if len(ak.Status.Keys) == 0 {
+		// A crash between a first key's Secret and its status write: the key is refused by the verifier
+		// (status does not list it) until the next reconcile replaces it.
 		return
 	}
 	k := listed(ak, keys.Hash(string(s.Data[v1alpha1.SecretKeyAPIKey])))
@@ -220,7 +230,7 @@ var _ = Describe("a crash at any write", func() {
 
 	scenarios := []scenario{
 		{
-			name: "while issuing the first key", writes: 4,
+			name: "while issuing the first key", writes: 3,
 			setup: func(h *harness) {},
 			verify: func(h *harness, _ *v1alpha1.ApiKey) {
 				h.checkWake(h.checkConverged())
