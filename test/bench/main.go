@@ -551,8 +551,11 @@ func revocation(ctx context.Context, c client.Client, url string, trials int, pr
 		if err != nil {
 			return Distribution{}, err
 		}
-		if !valid(cl, url, key) {
-			return Distribution{}, fmt.Errorf("fresh key of %s refused", name)
+		// Ready and the key reach status in the same write; the verifier learns it from its watch a moment later.
+		for wait := time.Now(); !valid(cl, url, key); time.Sleep(time.Millisecond) {
+			if time.Since(wait) > 5*time.Second {
+				return Distribution{}, fmt.Errorf("fresh key of %s refused for 5 s", name)
+			}
 		}
 		if err := revoke(name); err != nil {
 			return Distribution{}, err
