@@ -92,7 +92,7 @@ help:
 ##@ Evidence
 
 .PHONY: bench
-bench: controlplane ## Benchmarks on the local control plane; prints the figures and writes bin/bench/*.json.
+bench: controlplane build ## Benchmarks on the local control plane; prints the figures and writes bin/bench/*.json.
 	$(GO) test ./internal/keys ./internal/verify -run '^$$' -bench . -benchmem
 	$(GO) run ./test/bench
 
