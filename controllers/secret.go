@@ -76,6 +76,13 @@ func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey,
 		v1alpha1.SecretKeyKeyID:     []byte(k.ID),
 		v1alpha1.SecretKeyExpiresAt: []byte(k.NotAfter.UTC().Format(time.RFC3339)),
 	}
+	return r.saveSecret(ctx, s, create, "writing")
+}
+
+// saveSecret creates or updates s, the one way keysmith writes its Secrets: the write is tracked as
+// keysmith's own (its watch event then triggers nothing), and an error names the Secret and the refused
+// fields, never the data.
+func (r *ApiKeyReconciler) saveSecret(ctx context.Context, s *corev1.Secret, create bool, doing string) error {
 	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
 		var err error
 		if create {
@@ -86,7 +93,7 @@ func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey,
 		return s.ResourceVersion, err
 	})
 	if err != nil {
-		return sanitized(err, fmt.Sprintf("writing Secret %s/%s", s.Namespace, s.Name))
+		return sanitized(err, fmt.Sprintf("%s Secret %s/%s", doing, s.Namespace, s.Name))
 	}
 	return nil
 }
@@ -109,14 +116,7 @@ func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha
 	if equality.Semantic.DeepEqual(want.ObjectMeta, s.ObjectMeta) && equality.Semantic.DeepEqual(want.Data, s.Data) {
 		return nil
 	}
-	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
-		err := r.Client.Update(ctx, want)
-		return want.ResourceVersion, err
-	})
-	if err != nil {
-		return sanitized(err, fmt.Sprintf("repairing Secret %s/%s", s.Namespace, s.Name))
-	}
-	return nil
+	return r.saveSecret(ctx, want, false, "repairing")
 }
 
 // emptySecret removes the key from the Secret (spec.disabled), keeping the Secret so that workloads
@@ -127,14 +127,7 @@ func (r *ApiKeyReconciler) emptySecret(ctx context.Context, s *corev1.Secret) er
 	}
 	empty := s.DeepCopy()
 	empty.Data = map[string][]byte{v1alpha1.SecretKeyAPIKey: {}, v1alpha1.SecretKeyKeyID: {}, v1alpha1.SecretKeyExpiresAt: {}}
-	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
-		err := r.Client.Update(ctx, empty)
-		return empty.ResourceVersion, err
-	})
-	if err != nil {
-		return sanitized(err, fmt.Sprintf("emptying Secret %s/%s", s.Namespace, s.Name))
-	}
-	return nil
+	return r.saveSecret(ctx, empty, false, "emptying")
 }
 
 // applySecretMetadata sets keysmith's labels and the template's labels and annotations. Labels and

@@ -77,6 +77,12 @@ func (s *suite) probe(ctx context.Context, addrs func() []string) *prober {
 	return p
 }
 
+// requestRotation sets the keysmith.dev/rotate annotation of an ApiKey to value.
+func (s *suite) requestRotation(ctx context.Context, ns, name, value string) error {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.AnnotationRotate, value)
+	return s.c.Patch(ctx, &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, client.RawPatch(types.MergePatchType, []byte(patch)))
+}
+
 // rotateAndWait asks for a manual rotation of name and returns how long until its Secret holds a new key.
 func (s *suite) rotateAndWait(ctx context.Context, ns, name, value string, timeout time.Duration) (time.Duration, error) {
 	key := types.NamespacedName{Namespace: ns, Name: name}
@@ -86,8 +92,7 @@ func (s *suite) rotateAndWait(ctx context.Context, ns, name, value string, timeo
 	}
 	old := string(sec.Data[v1alpha1.SecretKeyKeyID])
 	start := time.Now()
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.AnnotationRotate, value)
-	for s.c.Patch(ctx, &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, client.RawPatch(types.MergePatchType, []byte(patch))) != nil {
+	for s.requestRotation(ctx, ns, name, value) != nil {
 		if time.Since(start) > timeout {
 			return 0, fmt.Errorf("could not annotate %s", name)
 		}

@@ -102,9 +102,7 @@ func (s *suite) churn(ctx context.Context, manual *atomic.Int64) {
 		case <-tick.C:
 		}
 		name := fmt.Sprintf("rot-%02d", s.rnd.IntN(s.o.rotating))
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"chaos-%d"}}}`, v1alpha1.AnnotationRotate, n)
-		if s.c.Patch(ctx, &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: nsChaos, Name: name}},
-			client.RawPatch(types.MergePatchType, []byte(patch))) == nil {
+		if s.requestRotation(ctx, nsChaos, name, fmt.Sprintf("chaos-%d", n)) == nil {
 			manual.Add(1)
 		}
 		if n%3 == 0 && s.o.expiring > 0 {
