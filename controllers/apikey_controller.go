@@ -78,7 +78,7 @@ func (r *ApiKeyReconciler) refusalBackoff(ak *v1alpha1.ApiKey, now time.Time) ti
 }
 
 // +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/status,verbs=get;patch
+// +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=keysmith.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -166,7 +166,7 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 	}
 	if plan.Issue == rotation.TriggerNone {
 		wasExpiring := meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon)
-		if err := r.patchStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
+		if err := r.writeStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
 			return ctrl.Result{}, err
 		}
 		if plan.ExpiringSoon && !wasExpiring {
@@ -232,7 +232,7 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 		if !isReady(ak) {
 			setIssuing(recorded, ak.Generation, plan.Now)
 		}
-		if err := r.patchStatus(ctx, ak, *recorded); err != nil {
+		if err := r.writeStatus(ctx, ak, *recorded); err != nil {
 			return nil, err
 		}
 	}
@@ -246,7 +246,7 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 		return nil, err
 	}
 	if first {
-		if err := r.patchStatus(ctx, ak, final); err != nil {
+		if err := r.writeStatus(ctx, ak, final); err != nil {
 			return nil, err
 		}
 	}
@@ -257,7 +257,7 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 		return nil, nil // status was written with the key
 	}
 	// Ready again, for a key issued while the ApiKey was not Ready (nothing to write otherwise).
-	return nil, r.patchStatus(ctx, ak, final)
+	return nil, r.writeStatus(ctx, ak, final)
 }
 
 // errSecretForeign: the Secret's name is held by a Secret that keysmith did not create for this ApiKey.
@@ -297,7 +297,7 @@ func (r *ApiKeyReconciler) reconcileDelete(ctx context.Context, ak *v1alpha1.Api
 	now := r.Clock.Now()
 	st, revoked := revokeAll(ak, now, v1alpha1.RevokedDeleted)
 	setNotReady(&st, ak.Generation, now, v1alpha1.ReasonDeleting, "The ApiKey is being deleted; its keys are revoked")
-	if err := r.patchStatus(ctx, ak, st); err != nil {
+	if err := r.writeStatus(ctx, ak, st); err != nil {
 		return err
 	}
 	if len(revoked) > 0 {
@@ -324,7 +324,7 @@ func (r *ApiKeyReconciler) stall(ctx context.Context, ak *v1alpha1.ApiKey, now t
 	wasStalled := conditionIs(ak, v1alpha1.ConditionStalled, reason)
 	st := ak.Status.DeepCopy()
 	setStalled(st, ak.Generation, now, reason, msg)
-	if err := r.patchStatus(ctx, ak, *st); err != nil {
+	if err := r.writeStatus(ctx, ak, *st); err != nil {
 		return err
 	}
 	if !wasStalled {

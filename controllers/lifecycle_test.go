@@ -17,6 +17,14 @@ func condition(ns, name, typ string) *metav1.Condition {
 	return meta.FindStatusCondition(get(ns, name).Status.Conditions, typ)
 }
 
+// conditionStatus is the condition's status, or "" while the ApiKey does not carry it.
+func conditionStatus(ns, name, typ string) metav1.ConditionStatus {
+	if c := condition(ns, name, typ); c != nil {
+		return c.Status
+	}
+	return ""
+}
+
 var _ = Describe("Key lifecycle", func() {
 	ctx := context.Background()
 
@@ -130,10 +138,10 @@ var _ = Describe("Key lifecycle", func() {
 		ns := newNamespace()
 		Expect(k8s.Create(ctx, apiKey(ns, "ending", func(ak *v1alpha1.ApiKey) { ak.Spec.ExpiresAfter = dur(30 * 24 * time.Hour) }))).To(Succeed())
 		first, _ := waitReady(ns, "ending")
-		Expect(condition(ns, "ending", v1alpha1.ConditionExpiringSoon).Status).To(Equal(metav1.ConditionFalse))
+		Expect(condition(ns, "ending", v1alpha1.ConditionExpiringSoon)).To(BeNil(), "ExpiringSoon is present only while True")
 		clk.SetTime(first.Status.Keys[0].NotAfter.Add(-v1alpha1.DefaultExpiryWarning))
 		poke(ns, "ending")
-		Eventually(func() metav1.ConditionStatus { return condition(ns, "ending", v1alpha1.ConditionExpiringSoon).Status }, eventually, poll).Should(Equal(metav1.ConditionTrue))
+		Eventually(func() metav1.ConditionStatus { return conditionStatus(ns, "ending", v1alpha1.ConditionExpiringSoon) }, eventually, poll).Should(Equal(metav1.ConditionTrue))
 		poke(ns, "ending")
 		Eventually(func() int { return countReason(ns, "ending", v1alpha1.EventExpiringSoon) }, eventually, poll).Should(Equal(1))
 		Consistently(func() int { return countReason(ns, "ending", v1alpha1.EventExpiringSoon) }, time.Second, poll).Should(Equal(1))
@@ -142,6 +150,8 @@ var _ = Describe("Key lifecycle", func() {
 		clk.SetTime(first.Status.Keys[0].NotAfter.Time)
 		poke(ns, "ending")
 		Eventually(func() string { return condition(ns, "ending", v1alpha1.ConditionReady).Reason }, eventually, poll).Should(Equal(v1alpha1.ReasonExpired))
+		Expect(condition(ns, "ending", v1alpha1.ConditionStalled).Status).To(Equal(metav1.ConditionTrue))
+		Expect(condition(ns, "ending", v1alpha1.ConditionExpiringSoon)).To(BeNil(), "an expired key is no longer expiring soon")
 		Expect(get(ns, "ending").Status.Keys[0].State).To(Equal(v1alpha1.KeyExpired))
 		Eventually(func() int { return countReason(ns, "ending", v1alpha1.EventKeyExpired) }, eventually, poll).Should(Equal(1))
 	})

@@ -45,7 +45,7 @@ func (r *ApiKeyReconciler) evaluatePolicies(ctx context.Context, ak *v1alpha1.Ap
 func (r *ApiKeyReconciler) enforce(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time, pol policy.Result) error {
 	if pol.Enforcement == v1alpha1.EnforcementRevoke {
 		st, revoked := revokeAll(ak, now, v1alpha1.RevokedPolicy)
-		if err := r.patchStatus(ctx, ak, st); err != nil {
+		if err := r.writeStatus(ctx, ak, st); err != nil {
 			return err
 		}
 		if len(revoked) > 0 {

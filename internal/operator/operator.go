@@ -103,6 +103,8 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		return nil, err
 	}
 	scheme := Scheme()
+	cfg = rest.CopyConfig(cfg)
+	cfg.DisableCompression = true
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
@@ -125,11 +127,15 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	rec, err := newEventRecorder(mgr, cfg, scheme, "keysmith")
+	if err != nil {
+		return nil, err
+	}
 	r := &controllers.ApiKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    scheme,
-		Recorder:  mgr.GetEventRecorder("keysmith"),
+		Recorder:  rec,
 		Clock:     o.Clock,
 		KeyPrefix: o.KeyPrefix,
 	}

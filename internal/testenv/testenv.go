@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -77,6 +78,9 @@ type Write struct {
 	Resource string
 	// Code is the HTTP status of the response (0 when the request failed without one).
 	Code int
+	// Start is when the request was sent; Latency how long until the response headers arrived.
+	Start   time.Time
+	Latency time.Duration
 }
 
 func (w Write) String() string {
@@ -96,13 +100,14 @@ type WriteCounter struct {
 func (c *WriteCounter) Wrap(cfg *rest.Config) {
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			start := time.Now()
 			resp, err := rt.RoundTrip(req)
 			if req.Method != http.MethodGet && req.Method != http.MethodHead && req.Method != http.MethodOptions {
 				code := 0
 				if resp != nil {
 					code = resp.StatusCode
 				}
-				c.record(req, code)
+				c.record(req, code, start)
 			}
 			return resp, err
 		})
@@ -113,8 +118,8 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func (c *WriteCounter) record(req *http.Request, code int) {
-	w := Write{Verb: req.Method, Code: code}
+func (c *WriteCounter) record(req *http.Request, code int, start time.Time) {
+	w := Write{Verb: req.Method, Code: code, Start: start, Latency: time.Since(start)}
 	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	for i := 0; i < len(parts); i++ {
 		if parts[i] == "namespaces" && i+2 < len(parts) {
@@ -141,6 +146,19 @@ func (c *WriteCounter) record(req *http.Request, code int) {
 // listed by Attempts.
 func (c *WriteCounter) In(ns string) []Write {
 	return c.filter(ns, true)
+}
+
+// All returns every mutating request to namespace ns, events and refused ones included, in order.
+func (c *WriteCounter) All(ns string) []Write {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Write
+	for _, w := range c.writes {
+		if w.Namespace == ns {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // Attempts returns every mutating request to namespace ns other than events, refused ones included.

@@ -5,8 +5,9 @@
 // and revocation latency: how long after the API call a key is refused (ApiKey deleted; rotation with
 // overlap 0), polling the verifier.
 //
-// Issuance runs for every N of -sweep (and -n, the headline): the bare client for each N first, then the
-// manager starts and keysmith issues each N in a namespace of its own. The harness writes the results
+// Issuance runs for every N of -sweep (and -n, the headline), interleaved on one control plane with the
+// manager running: for each N the bare client first (on a copy of the ApiKey kind that the manager does
+// not watch, floor.go), then keysmith, each in a namespace of its own. The harness writes the results
 // as JSON (-out), draws its charts as PNG and regenerates docs/benchmarks.md (-docs).
 package main
 
@@ -38,6 +39,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -64,6 +66,7 @@ type options struct {
 	sweep    []int // every N of the issuance sweep, ascending, -n included
 	docs     string
 	img      string
+	profile  *apiServerProfiler
 }
 
 func main() {
@@ -83,6 +86,8 @@ func main() {
 	flag.IntVar(&o.foreign, "foreign-secrets", 50000, "foreign Secrets of 1 KiB in other namespaces for the memory measurement")
 	flag.IntVar(&o.storm, "storm", 1000, "ApiKeys in the rotation storm, all due at the same instant (0 skips it)")
 	flag.StringVar(&o.gogc, "gogc", "50", "GOGC of the measured manager process (config/manager sets 50)")
+	apiProfile := flag.String("apiserver-profile", "", "directory for CPU profiles of the API server, taken during each issuance phase (bare client and keysmith)")
+	apiProfileSeconds := flag.Int("apiserver-profile-seconds", 4, "length of each API server profile, from the start of its phase")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	render := flag.String("render", "", "measure nothing: redraw the charts and the page from this results JSON (after editing the page's template)")
 	flag.Parse()
@@ -98,6 +103,7 @@ func main() {
 			o.img = filepath.Dir(o.out)
 		}
 	}
+	o.profile = &apiServerProfiler{dir: *apiProfile, seconds: *apiProfileSeconds}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
@@ -201,11 +207,21 @@ type Distribution struct {
 }
 
 func run(o options) error {
-	env, cfg, err := testenv.Start()
+	crds, err := floorCRDs()
+	if err != nil {
+		return err
+	}
+	env, cfg, err := testenv.StartWith(func(env *envtest.Environment) {
+		env.CRDs = crds
+		if o.profile.dir != "" {
+			env.ControlPlane.GetAPIServer().Configure().Set("profiling", "true")
+		}
+	})
 	if err != nil {
 		return err
 	}
 	defer env.Stop() //nolint:errcheck
+	o.profile.cfg = cfg
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: operator.Scheme()})
@@ -216,17 +232,17 @@ func run(o options) error {
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()),
 		Host:    testenv.DescribeHost(cfg), Date: time.Now().UTC().Truncate(time.Second), Command: commandLine(), Settings: settings(),
 	}
-	// The floors first, before the manager runs (it would reconcile those objects too), after a round
-	// that is not measured: the first requests of a fresh control plane are slower.
-	if _, err := bareIssuance(ctx, c, "warmup-bare", 100, o.parallel); err != nil {
+	// The bare client writes the floor's kind (see floor.go), so it runs beside the manager.
+	var bareWrites testenv.WriteCounter
+	bareCfg := rest.CopyConfig(cfg)
+	bareWrites.Wrap(bareCfg)
+	bareClient, err := client.New(bareCfg, client.Options{Scheme: floorScheme()})
+	if err != nil {
 		return err
 	}
-	bares := map[int]Bare{}
-	for _, n := range o.sweep {
-		fmt.Printf("issuance floor: a bare client writing %d keys' worth with %d workers...\n", n, o.parallel)
-		if bares[n], err = bareIssuance(ctx, c, fmt.Sprintf("scale-bare-%d", n), n, o.parallel); err != nil {
-			return err
-		}
+	// A round that is not measured first: the first requests of a fresh control plane are slower.
+	if _, err := bareIssuance(ctx, bareClient, "warmup-bare", 100, o.parallel); err != nil {
+		return err
 	}
 	var writes testenv.WriteCounter
 	mgrCfg := rest.CopyConfig(cfg)
@@ -253,11 +269,23 @@ func run(o options) error {
 	for _, n := range o.sweep {
 		ns := fmt.Sprintf("scale-keysmith-%d", n)
 		sweepNS = append(sweepNS, ns)
-		fmt.Printf("issuance: keysmith issuing %d first keys with %d workers...\n", n, o.parallel)
-		is, err := runIssuance(ctx, c, &writes, bares[n], ns, n, o.parallel)
+		// The floor for this N right before keysmith's run, on the same stored and cached objects.
+		fmt.Printf("issuance floor: a bare client writing %d keys' worth with %d workers...\n", n, o.parallel)
+		wait := o.profile.start(fmt.Sprintf("bare-%d", n))
+		bare, err := bareIssuance(ctx, bareClient, fmt.Sprintf("scale-bare-%d", n), n, o.parallel)
 		if err != nil {
 			return err
 		}
+		wait()
+		printLatencies(fmt.Sprintf("bare client, N = %d", n), bareWrites.All(fmt.Sprintf("scale-bare-%d", n)))
+		fmt.Printf("issuance: keysmith issuing %d first keys with %d workers...\n", n, o.parallel)
+		wait = o.profile.start(fmt.Sprintf("keysmith-%d", n))
+		is, err := runIssuance(ctx, c, &writes, bare, ns, n, o.parallel)
+		if err != nil {
+			return err
+		}
+		wait()
+		printLatencies(fmt.Sprintf("keysmith, N = %d", n), writes.All(ns))
 		fmt.Printf("  all Ready after %.2f s (bare client %.2f s)\n", is.KeysmithSeconds, is.BareSeconds)
 		res.Sweep = append(res.Sweep, is)
 		if n == o.n {
@@ -651,4 +679,24 @@ keysmith verifier benchmark (%s)
 		r.Trivial.PerSecond, r.Trivial.P50Micros, r.Trivial.P99Micros, r.Trivial.Errors, r.Ratio,
 		r.RevokeDelete.Trials, r.RevokeDelete.P50Millis, r.RevokeDelete.P99Millis, r.RevokeDelete.MaxMillis,
 		r.RevokeRotate.Trials, r.RevokeRotate.P50Millis, r.RevokeRotate.P99Millis, r.RevokeRotate.MaxMillis)
+}
+
+// printLatencies prints, per kind of write, how many were sent and their latency percentiles.
+func printLatencies(label string, ws []testenv.Write) {
+	by := map[string][]float64{}
+	for _, w := range ws {
+		k := w.Verb + " " + w.Resource
+		by[k] = append(by[k], float64(w.Latency.Microseconds())/1000)
+	}
+	kinds := make([]string, 0, len(by))
+	for k := range by {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	fmt.Printf("  request latency, %s:\n", label)
+	for _, k := range kinds {
+		ms := by[k]
+		sort.Float64s(ms)
+		fmt.Printf("    %-28s %6d  p50 %6.1f ms  p90 %6.1f ms  p99 %6.1f ms\n", k, len(ms), ms[len(ms)/2], ms[len(ms)*9/10], ms[len(ms)*99/100])
+	}
 }

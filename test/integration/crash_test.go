@@ -73,6 +73,9 @@ func (f *faults) client(c client.WithWatch) client.WithWatch {
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
 			return f.write(func() error { return c.SubResource(sub).Patch(ctx, obj, p, opts...) })
 		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return f.write(func() error { return c.SubResource(sub).Update(ctx, obj, opts...) })
+		},
 	})
 }
 

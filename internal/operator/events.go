@@ -1,0 +1,89 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+)
+
+// EventWriters is how many Event writes keysmith has in flight at most. client-go's broadcaster sends
+// each Event from a goroutine of its own, so a burst of issuances (a thousand ApiKeys applied at once,
+// a rotation storm) would otherwise open as many concurrent requests and compete with the writes that
+// issue keys. Events wait their turn instead; none is dropped for it.
+const EventWriters = 2
+
+// newEventRecorder builds keysmith's events.k8s.io/v1 recorder: Events go out as protobuf (cheaper for the
+// API server to decode than JSON), at most EventWriters at a time. The broadcaster records from the
+// manager's start until it stops.
+func newEventRecorder(mgr manager.Manager, cfg *rest.Config, scheme *runtime.Scheme, name string) (recorder.EventRecorder, error) {
+	pcfg := rest.CopyConfig(cfg)
+	pcfg.ContentType = runtime.ContentTypeProtobuf
+	pcfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	cl, err := eventsv1client.NewForConfigAndClient(pcfg, mgr.GetHTTPClient())
+	if err != nil {
+		return nil, err
+	}
+	b := events.NewBroadcaster(&boundedSink{sink: &events.EventSinkImpl{Interface: cl}, slots: make(chan struct{}, EventWriters)})
+	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		b.Shutdown()
+		return nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	rec, ok := b.NewRecorder(scheme, name).(recorder.EventRecorder)
+	if !ok {
+		return nil, fmt.Errorf("client-go's event recorder does not record annotated events")
+	}
+	return rec, nil
+}
+
+// boundedSink passes writes to sink, at most cap(slots) at a time.
+type boundedSink struct {
+	sink  events.EventSink
+	slots chan struct{}
+}
+
+func (s *boundedSink) acquire(ctx context.Context) error {
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *boundedSink) Create(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.slots }()
+	return s.sink.Create(ctx, ev)
+}
+
+func (s *boundedSink) Update(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.slots }()
+	return s.sink.Update(ctx, ev)
+}
+
+func (s *boundedSink) Patch(ctx context.Context, ev *eventsv1.Event, data []byte) (*eventsv1.Event, error) {
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.slots }()
+	return s.sink.Patch(ctx, ev, data)
+}
