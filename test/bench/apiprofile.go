@@ -43,11 +43,7 @@ func (p *apiServerProfiler) fetch(name string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(p.seconds+30)*time.Second)
 	defer cancel()
-	secs := p.seconds
-	if v := os.Getenv("HACK_SECS_" + name[:4]); v != "" {
-		secs, _ = strconv.Atoi(v)
-	}
-	data, err := dc.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(secs)).DoRaw(ctx)
+	data, err := dc.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(p.seconds)).DoRaw(ctx)
 	if err != nil {
 		return err
 	}

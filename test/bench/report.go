@@ -225,18 +225,23 @@ the load generator, so each figure includes their contention for CPU.
 
 The bare client is the floor: the same four requests per key that a first issuance needs (create,
 finalizer patch, status update, Secret create), from a plain client with the same number of workers, with
-no operator, no decisions, no cache, no watch and no events. keysmith's figure is the time from the first
-create until the manager's own informer has seen every ApiKey ` + "`Ready`" + ` (the harness adds no watch
-or list of its own while it measures).
+no operator, no decisions, no cache, no watch and no events. It writes ApiKeys of an identical kind in a
+group of its own (` + "`floor.bench.keysmith.dev`" + `: the same schema, CEL rules and objects, so the same work
+for the API server) that the manager does not watch, so it runs on the same control plane right before
+keysmith's run of the same N, with the manager running and the same objects stored. keysmith's figure is
+the time from the first create until the manager's own informer has seen every ApiKey ` + "`Ready`" + ` (the
+harness adds no watch or list of its own while it measures).
 
-Why the ratio stays above the target: on this machine kube-apiserver is the bottleneck in both runs (it
-uses about 1.4 of the 2 cores throughout, etcd about 0.2, the manager well under 0.2), so the time follows
-the API server's work per key. The bare client asks for 4 requests per key; keysmith's path asks for 5:
-the create, the finalizer, the Secret, status with the key and ` + "`Ready`" + ` in one write (docs/design.md
-explains why a first key may go to the Secret first), and one ` + "`KeyIssued`" + ` event; and every write is
-also delivered to the manager's watches, which the bare client does not have.
+kube-apiserver's CPU decides both figures: etcd and the processes of the harness take the rest of the
+2 cores. keysmith asks for 5 requests per key against the floor's 4 (the create, the finalizer, the
+Secret, status with the key and ` + "`Ready`" + ` in one write, and the ` + "`KeyIssued`" + ` event that announces every
+key), and every ApiKey and Secret write also reaches the manager's watches. The tuning therefore went
+to the API server's work per request: ` + "`go run ./test/bench -apiserver-profile DIR`" + ` writes a CPU profile of
+kube-apiserver for each phase (` + "`go tool pprof -top DIR/keysmith-1000.pprof`" + `), and the harness prints
+each kind of request's latency.
 
-Tuning, each step measured at 1,000 keys with the issuance alone (` + "`go run ./test/bench -n 1000 -sweep 1000 -storm 0 -memory-apikeys 0 -docs \"\"`" + `):
+Tuning, each step measured at 1,000 keys with the issuance alone (` + "`go run ./test/bench -n 1000 -sweep 1000 -storm 0 -memory-apikeys 0 -docs \"\"`" + `);
+one run each, and runs of the same code differ by about ±0.04 in the ratio:
 
 | step | keysmith | bare client | ratio |
 |---|---|---|---|
@@ -244,19 +249,24 @@ Tuning, each step measured at 1,000 keys with the issuance alone (` + "`go run .
 | a Secret's own watch event no longer queues a second reconcile (1.0 per key) | 13.0 s | 5.8 s | 2.22 (harness still listing) |
 | no API read of the Secret before a first key; Ready seen through the manager's informer | 11.7 s | 5.8 s | 2.03 |
 | a first key's Secret before its status, Ready in that status write (3 writes) | 8.2 s | 5.6 s | 1.48 |
-| experiment, not shipped: the same without the first key's ` + "`KeyIssued`" + ` event | 7.2 s | 5.7 s | 1.26 |
+| the same code, the next day | 8.0 s | 5.9 s | 1.37 |
+| status written as an update of the status subresource instead of a merge patch; no gzip on the manager's connection | 7.5 s | 5.6 s | 1.34 |
+| the floor on a copy of the kind, beside the manager, interleaved per N (harness) | 7.8 s | 5.9 s | 1.33 |
+| Events as protobuf, at most 2 in flight | 7.6 s | 5.7 s | 1.33 |
+| ` + "`Reconciling`" + `, ` + "`Stalled`" + ` and ` + "`ExpiringSoon`" + ` present only while True | 7.1 s | 5.8 s | 1.23 |
 
-The last step would meet 1.3 by issuing silently; keysmith announces every first key with an event, so
-the remaining gap is that event and the watches. The full run above ran on a control plane that already
-holds the floor's objects, and is a little slower. For context on this machine class, measured
-separately: cert-manager took 56 to 86 s and the mittwald secret generator 48.5 s for 1,000 objects.
+The last step cut kube-apiserver's CPU for the keysmith phase from 10.9 to 9.8 s (profiles of 9 s from
+the start of each phase): three False conditions with their timestamps and managed-fields entries were a
+large part of every ApiKey write, watch event and etcd record. Status as a merge patch instead of an
+update measured 1.28 and 1.29 on top of it. For context on this machine class, measured separately:
+cert-manager took 56 to 86 s and the mittwald secret generator 48.5 s for 1,000 objects.
 {{end}}
 ### Time to Ready against N
 
-Every N runs in namespaces of its own. The bare client runs every N first, before the manager starts
-(the manager would otherwise reconcile the floor's ApiKeys), then keysmith issues each N in turn, in
-ascending order. Each side first issues 100 keys that are not measured, as the first requests to a
-fresh control plane, and to a manager that is starting, are slower.
+Every N runs in namespaces of its own, in ascending order: for each N the bare client first, then
+keysmith, on the same control plane with the manager running and every earlier N's objects in place.
+Each side first issues 100 keys that are not measured, as the first requests to a fresh control plane,
+and to a manager that is starting, are slower.
 
 | N | keysmith | bare client | ratio | writes per issuance | reconciles, mean |
 |---|---|---|---|---|---|
