@@ -31,15 +31,15 @@ func newEventRecorder(mgr manager.Manager, cfg *rest.Config, scheme *runtime.Sch
 		return nil, err
 	}
 	b := events.NewBroadcaster(&boundedSink{sink: &events.EventSinkImpl{Interface: cl}, slots: make(chan struct{}, EventWriters)})
-	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
-			return err
-		}
-		<-ctx.Done()
-		b.Shutdown()
-		return nil
-	}))
-	if err != nil {
+	// Recording starts now, as controller-runtime's own recorder does, so that no Event emitted early is
+	// lost (the broadcaster drops what nobody records); it stops with the manager, on every replica.
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := mgr.Add(&eventRecording{broadcaster: b, cancel: cancel}); err != nil {
+		cancel()
 		return nil, err
 	}
 	rec, ok := b.NewRecorder(scheme, name).(recorder.EventRecorder)
@@ -48,6 +48,22 @@ func newEventRecorder(mgr manager.Manager, cfg *rest.Config, scheme *runtime.Sch
 	}
 	return rec, nil
 }
+
+// eventRecording stops the broadcaster when the manager stops.
+type eventRecording struct {
+	broadcaster events.EventBroadcaster
+	cancel      context.CancelFunc
+}
+
+func (e *eventRecording) Start(ctx context.Context) error {
+	<-ctx.Done()
+	e.broadcaster.Shutdown()
+	e.cancel()
+	return nil
+}
+
+// NeedLeaderElection is false: the recorder belongs to every replica, leader or not.
+func (e *eventRecording) NeedLeaderElection() bool { return false }
 
 // boundedSink passes writes to sink, at most cap(slots) at a time.
 type boundedSink struct {
