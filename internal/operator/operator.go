@@ -117,6 +117,7 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		RenewDeadline:                 orDefault(o.RenewDeadline, DefaultRenewDeadline),
 		RetryPeriod:                   orDefault(o.RetryPeriod, DefaultRetryPeriod),
 		Cache: cache.Options{
+			NewInformer:              newInformer,
 			DefaultTransform:         cache.TransformStripManagedFields(),
 			DefaultWatchErrorHandler: v.WatchErrorHandler,
 			ByObject: map[client.Object]cache.ByObject{
@@ -181,6 +182,7 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
 		Cache: cache.Options{
+			NewInformer:              newInformer,
 			DefaultTransform:         cache.TransformStripManagedFields(),
 			DefaultWatchErrorHandler: v.WatchErrorHandler,
 			ByObject:                 map[client.Object]cache.ByObject{&v1alpha1.ApiKey{}: byObject},

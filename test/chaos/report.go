@@ -158,8 +158,9 @@ Each scenario adds its own:
   replica that held the Lease exits when it cannot renew it within 7 s and, restarted by
   its supervisor as a kubelet would, answers 503 until its caches have synced again: failing closed
   earlier than the bound. After the restart the verifiers list the ApiKeys themselves until their informer
-  has resynchronised, so they accept again within about 2 s; the manager's own informers wait out
-  client-go's retry backoff (up to 30 s), which is why the first rotation after the restart took 17 s.
+  has resynchronised, so they accept again within about 2 s. Every informer retries a List or Watch that
+  cannot reach the API server once a second instead of backing off (client-go's reflector waits 30 to 60 s
+  after an outage this long), so the manager sees changes again within seconds of the restart.
 - **Leader failover**: the other replica takes over once the Lease has expired as it observed it: with
   the defaults (Lease 10 s, renew deadline 7 s, retry 1 s) at most about 14.4 s after a SIGKILL, typically 12 s.
   controller-runtime's usual 15 s / 10 s / 2 s would allow up to 23.8 s, past the 20 s bound; the first
@@ -175,6 +176,11 @@ Each scenario adds its own:
   notAfter, because the verifier counted the first successful list as healthy while its informer still
   waited out its backoff). Fixed: a ping every second starts the clock, and after an outage the verifier
   resynchronises its index from a list until the informer has synced (docs/verifier.md).
+- The API server restart showed the manager acting on pre-outage state for a long time afterwards: the
+  first rotation requested after the restart reached its Secret 17 to 47 s later, as client-go's reflector
+  had backed off to its 30 s cap (with jitter, up to 60 s) during the outage. Fixed: the informers'
+  List and Watch wait out an unreachable API server themselves, retrying every second, so the reflector
+  never backs off for it (internal/operator/informers.go); the same measurement then took 3.7 s.
 - Issuance tuning (docs/benchmarks.md) moved a first key's Secret write before its status write, with
   `+"`"+`Ready`+"`"+` in that status write (3 writes instead of 4). The crash loop, whose deletions and recreations
   issue first keys throughout, checks that a crash between the two leaves nothing accepted and converges.
