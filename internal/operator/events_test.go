@@ -30,8 +30,12 @@ func (s *slowSink) write() (*eventsv1.Event, error) {
 	return &eventsv1.Event{}, nil
 }
 
-func (s *slowSink) Create(context.Context, *eventsv1.Event) (*eventsv1.Event, error) { return s.write() }
-func (s *slowSink) Update(context.Context, *eventsv1.Event) (*eventsv1.Event, error) { return s.write() }
+func (s *slowSink) Create(context.Context, *eventsv1.Event) (*eventsv1.Event, error) {
+	return s.write()
+}
+func (s *slowSink) Update(context.Context, *eventsv1.Event) (*eventsv1.Event, error) {
+	return s.write()
+}
 func (s *slowSink) Patch(context.Context, *eventsv1.Event, []byte) (*eventsv1.Event, error) {
 	return s.write()
 }
