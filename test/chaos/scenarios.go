@@ -170,6 +170,13 @@ func fmtWrites(w map[string]int) string {
 // tampering deletes a Secret, overwrites its key, or strips keysmith's label, then measures how long until
 // the Secret holds a key the verifier accepts again (a fresh key after a deletion or an overwrite).
 func (s *suite) tampering(ctx context.Context) (result, error) {
+	// The crash loop may end with the manager just restarted: what is measured here is how fast a running
+	// manager repairs a Secret, so the first trial waits until the manager is ready (its caches synced).
+	for _, m := range s.managers {
+		if err := m.waitReady(ctx, 60*time.Second); err != nil {
+			return result{}, err
+		}
+	}
 	kinds := []string{"deleted", "key overwritten", "labels removed"}
 	times := map[string][]time.Duration{}
 	for i := 0; i < s.o.tampers; i++ {
