@@ -71,35 +71,25 @@ type boundedSink struct {
 	slots chan struct{}
 }
 
-func (s *boundedSink) acquire(ctx context.Context) error {
+// write runs one write to the sink once a slot is free, or gives up when ctx ends first.
+func (s *boundedSink) write(ctx context.Context, do func() (*eventsv1.Event, error)) (*eventsv1.Event, error) {
 	select {
 	case s.slots <- struct{}{}:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
+	defer func() { <-s.slots }()
+	return do()
 }
 
 func (s *boundedSink) Create(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { <-s.slots }()
-	return s.sink.Create(ctx, ev)
+	return s.write(ctx, func() (*eventsv1.Event, error) { return s.sink.Create(ctx, ev) })
 }
 
 func (s *boundedSink) Update(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { <-s.slots }()
-	return s.sink.Update(ctx, ev)
+	return s.write(ctx, func() (*eventsv1.Event, error) { return s.sink.Update(ctx, ev) })
 }
 
 func (s *boundedSink) Patch(ctx context.Context, ev *eventsv1.Event, data []byte) (*eventsv1.Event, error) {
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { <-s.slots }()
-	return s.sink.Patch(ctx, ev, data)
+	return s.write(ctx, func() (*eventsv1.Event, error) { return s.sink.Patch(ctx, ev, data) })
 }
