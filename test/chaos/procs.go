@@ -199,6 +199,51 @@ func (p *proc) metric(prefix string) (float64, bool) {
 	return 0, false
 }
 
+// waitIdle waits until the manager's controllers have no work queued or in progress (every
+// workqueue_depth and controller_runtime_active_workers sample 0 on two reads in a row), as after the
+// reconciles that follow a restart.
+func (p *proc) waitIdle(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	zeros := 0
+	for time.Now().Before(deadline) {
+		if busy, ok := p.busy(); ok && busy == 0 {
+			if zeros++; zeros == 2 {
+				return nil
+			}
+		} else {
+			zeros = 0
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s still reconciling after %s (log: %s)", p.name, timeout, p.log)
+}
+
+// busy sums the workqueue depths and active workers on /metrics.
+func (p *proc) busy() (float64, bool) {
+	resp, err := http.Get("http://" + p.metricsAdr + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sum, seen := 0.0, false
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "workqueue_depth{") || strings.HasPrefix(line, "controller_runtime_active_workers{") {
+			var v float64
+			if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
+				sum, seen = sum+v, true
+			}
+		}
+	}
+	return sum, seen
+}
+
 // leader reports whether this manager holds the leader Lease (controller-runtime's leader election gauge).
 func (p *proc) leader() bool {
 	v, ok := p.metric("leader_election_master_status{")

@@ -171,9 +171,13 @@ func fmtWrites(w map[string]int) string {
 // the Secret holds a key the verifier accepts again (a fresh key after a deletion or an overwrite).
 func (s *suite) tampering(ctx context.Context) (result, error) {
 	// The crash loop may end with the manager just restarted: what is measured here is how fast a running
-	// manager repairs a Secret, so the first trial waits until the manager is ready (its caches synced).
+	// manager repairs a Secret, so the first trial waits until the manager is ready (its caches synced) and
+	// has worked through the reconciles of every ApiKey that follow its start.
 	for _, m := range s.managers {
 		if err := m.waitReady(ctx, 60*time.Second); err != nil {
+			return result{}, err
+		}
+		if err := m.waitIdle(ctx, 60*time.Second); err != nil {
 			return result{}, err
 		}
 	}
