@@ -253,10 +253,8 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, ak *v1alpha1.ApiKey, secre
 	// The key is delivered (and, for a first key, recorded): say so now.
 	r.recordIssue(ak, plan, issued[0].ID)
 	log.FromContext(ctx).Info("issued key", "keyID", issued[0].ID, "trigger", plan.Issue)
-	if first {
-		return nil, nil // status was written with the key
-	}
-	// Ready again, for a key issued while the ApiKey was not Ready (nothing to write otherwise).
+	// Ready again, for a key issued while the ApiKey was not Ready; nothing to write otherwise, a first
+	// key's status included (writeStatus skips an unchanged status).
 	return nil, r.writeStatus(ctx, ak, final)
 }
 

@@ -116,14 +116,7 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		LeaseDuration:                 orDefault(o.LeaseDuration, DefaultLeaseDuration),
 		RenewDeadline:                 orDefault(o.RenewDeadline, DefaultRenewDeadline),
 		RetryPeriod:                   orDefault(o.RetryPeriod, DefaultRetryPeriod),
-		Cache: cache.Options{
-			NewInformer:              newInformer,
-			DefaultTransform:         cache.TransformStripManagedFields(),
-			DefaultWatchErrorHandler: v.WatchErrorHandler,
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Secret{}: {Label: SecretSelector()},
-			},
-		},
+		Cache:                         cacheOptions(v, map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: SecretSelector()}}),
 	})
 	if err != nil {
 		return nil, err
@@ -181,12 +174,7 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
-		Cache: cache.Options{
-			NewInformer:              newInformer,
-			DefaultTransform:         cache.TransformStripManagedFields(),
-			DefaultWatchErrorHandler: v.WatchErrorHandler,
-			ByObject:                 map[client.Object]cache.ByObject{&v1alpha1.ApiKey{}: byObject},
-		},
+		Cache:                  cacheOptions(v, map[client.Object]cache.ByObject{&v1alpha1.ApiKey{}: byObject}),
 	})
 	if err != nil {
 		return nil, err
@@ -198,6 +186,18 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 		return nil, err
 	}
 	return &Manager{Manager: mgr, Verifier: v}, nil
+}
+
+// cacheOptions are the manager's and the standalone verifier's cache: informers that wait out an
+// unreachable API server (informers.go), managed fields stripped, watch errors reported to the verifier,
+// and byObject narrowing what is cached.
+func cacheOptions(v *verify.Verifier, byObject map[client.Object]cache.ByObject) cache.Options {
+	return cache.Options{
+		NewInformer:              newInformer,
+		DefaultTransform:         cache.TransformStripManagedFields(),
+		DefaultWatchErrorHandler: v.WatchErrorHandler,
+		ByObject:                 byObject,
+	}
 }
 
 func addProbes(mgr ctrl.Manager) error {

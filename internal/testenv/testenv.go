@@ -145,33 +145,25 @@ func (c *WriteCounter) record(req *http.Request, code int, start time.Time) {
 // Requests it refused, such as a patch that lost an optimistic-lock race (409), changed nothing and are
 // listed by Attempts.
 func (c *WriteCounter) In(ns string) []Write {
-	return c.filter(ns, true)
+	return c.filter(ns, true, false)
 }
 
 // All returns every mutating request to namespace ns, events and refused ones included, in order.
 func (c *WriteCounter) All(ns string) []Write {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []Write
-	for _, w := range c.writes {
-		if w.Namespace == ns {
-			out = append(out, w)
-		}
-	}
-	return out
+	return c.filter(ns, false, true)
 }
 
 // Attempts returns every mutating request to namespace ns other than events, refused ones included.
 func (c *WriteCounter) Attempts(ns string) []Write {
-	return c.filter(ns, false)
+	return c.filter(ns, false, false)
 }
 
-func (c *WriteCounter) filter(ns string, succeededOnly bool) []Write {
+func (c *WriteCounter) filter(ns string, succeededOnly, events bool) []Write {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []Write
 	for _, w := range c.writes {
-		if w.Namespace == ns && w.Resource != "events" && (!succeededOnly || (w.Code >= 200 && w.Code < 300)) {
+		if w.Namespace == ns && (events || w.Resource != "events") && (!succeededOnly || (w.Code >= 200 && w.Code < 300)) {
 			out = append(out, w)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,92 +161,84 @@ func (p *proc) up() time.Duration {
 
 // waitReady polls /readyz until it answers 200.
 func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	ready := func() bool {
 		resp, err := http.Get("http://" + p.healthAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if err != nil {
+			return false
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	}
-	return fmt.Errorf("%s not ready after %s (log: %s)", p.name, timeout, p.log)
-}
-
-// metric returns the value of a gauge or counter sample whose line starts with prefix on /metrics.
-func (p *proc) metric(prefix string) (float64, bool) {
-	resp, err := http.Get("http://" + p.metricsAdr + "/metrics")
-	if err != nil {
-		return 0, false
+	if !poll(ctx, timeout, ready) {
+		return fmt.Errorf("%s not ready after %s (log: %s)", p.name, timeout, p.log)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, prefix) {
-			var v float64
-			if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
-				return v, true
-			}
-		}
-	}
-	return 0, false
+	return ctx.Err()
 }
 
 // waitIdle waits until the manager's controllers have no work queued or in progress (every
 // workqueue_depth and controller_runtime_active_workers sample 0 on two reads in a row), as after the
 // reconciles that follow a restart.
 func (p *proc) waitIdle(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
 	zeros := 0
-	for time.Now().Before(deadline) {
-		if busy, ok := p.busy(); ok && busy == 0 {
-			if zeros++; zeros == 2 {
-				return nil
-			}
-		} else {
+	idle := func() bool {
+		busy := p.samples("workqueue_depth{", "controller_runtime_active_workers{")
+		if len(busy) == 0 || slices.ContainsFunc(busy, func(v float64) bool { return v != 0 }) {
 			zeros = 0
+			return false
+		}
+		zeros++
+		return zeros == 2
+	}
+	if !poll(ctx, timeout, idle) {
+		return fmt.Errorf("%s still reconciling after %s (log: %s)", p.name, timeout, p.log)
+	}
+	return ctx.Err()
+}
+
+// poll calls done every 100 ms until it returns true (poll returns true), the timeout passes or ctx ends.
+func poll(ctx context.Context, timeout time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if done() {
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return true
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s still reconciling after %s (log: %s)", p.name, timeout, p.log)
+	return false
 }
 
-// busy sums the workqueue depths and active workers on /metrics.
-func (p *proc) busy() (float64, bool) {
+// samples returns the values of the gauge and counter samples on /metrics whose lines start with one of
+// prefixes, in order.
+func (p *proc) samples(prefixes ...string) []float64 {
 	resp, err := http.Get("http://" + p.metricsAdr + "/metrics")
 	if err != nil {
-		return 0, false
+		return nil
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	sum, seen := 0.0, false
+	var out []float64
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "workqueue_depth{") || strings.HasPrefix(line, "controller_runtime_active_workers{") {
-			var v float64
-			if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
-				sum, seen = sum+v, true
+		for _, prefix := range prefixes {
+			if strings.HasPrefix(line, prefix) {
+				var v float64
+				if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
+					out = append(out, v)
+				}
+				break
 			}
 		}
 	}
-	return sum, seen
+	return out
 }
 
 // leader reports whether this manager holds the leader Lease (controller-runtime's leader election gauge).
 func (p *proc) leader() bool {
-	v, ok := p.metric("leader_election_master_status{")
-	return ok && v == 1
+	v := p.samples("leader_election_master_status{")
+	return len(v) > 0 && v[0] == 1
 }
