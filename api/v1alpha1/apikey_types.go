@@ -138,6 +138,14 @@ type IssuedKey struct {
 	// Reason says why the key was revoked.
 	// +optional
 	Reason string `json:"reason,omitempty"`
+	// Scopes are the scopes keysmith granted this key after evaluating the ApiKeyPolicies that apply. A
+	// verifier accepts a scope only when it is both here and in the current spec.scopes, so a scope added
+	// to the spec opens nothing until keysmith has approved it, and a removed one is refused at once.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	Scopes []string `json:"scopes,omitempty"`
 	// LastUsedAt is the newest verification that accepted this key, as reported by the verifiers
 	// (flushed at most once per key per interval, never moved back).
 	// +optional

@@ -329,6 +329,11 @@ func (in *IssuedKey) DeepCopyInto(out *IssuedKey) {
 		in, out := &in.RevokedAt, &out.RevokedAt
 		*out = (*in).DeepCopy()
 	}
+	if in.Scopes != nil {
+		in, out := &in.Scopes, &out.Scopes
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.LastUsedAt != nil {
 		in, out := &in.LastUsedAt, &out.LastUsedAt
 		*out = (*in).DeepCopy()

@@ -219,6 +219,10 @@ func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 		return
 	}
 	deleting := !ak.DeletionTimestamp.IsZero()
+	env := ak.Spec.Environment
+	if env == "" {
+		env = v1alpha1.EnvironmentLive
+	}
 	scopes := append([]string(nil), ak.Spec.Scopes...)
 	fresh := make([]*Entry, 0, len(ak.Status.Keys))
 	for _, k := range ak.Status.Keys {
@@ -227,7 +231,7 @@ func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 			continue
 		}
 		fresh = append(fresh, &Entry{
-			Digest: d, KeyID: k.ID, Namespace: ak.Namespace, Name: ak.Name, State: k.State,
+			Digest: d, KeyID: k.ID, Namespace: ak.Namespace, Name: ak.Name, Environment: env, State: k.State,
 			Scopes: scopes, NotAfter: k.NotAfter.Time, Deleting: deleting,
 		})
 	}

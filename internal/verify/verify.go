@@ -36,7 +36,9 @@ type Entry struct {
 	KeyID     string
 	Namespace string
 	Name      string
-	State     v1alpha1.KeyState
+	// Environment is the ApiKey's environment (live or test).
+	Environment v1alpha1.Environment
+	State       v1alpha1.KeyState
 	// Scopes are the ApiKey's scopes (shared, never modified).
 	Scopes   []string
 	NotAfter time.Time
