@@ -54,6 +54,9 @@ type ApiKeyReconciler struct {
 	Clock     clock.PassiveClock
 	// KeyPrefix starts every issued key (for example "ks").
 	KeyPrefix string
+	// RequirePolicy denies by default: an ApiKey gets no key unless an ApiKeyPolicy with allowedScopes
+	// selects its namespace.
+	RequirePolicy bool
 
 	superseded superseded
 	ownSecrets ownWrites

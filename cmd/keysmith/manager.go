@@ -24,6 +24,7 @@ func managerFlags(fs *flag.FlagSet) (*operator.Options, *zap.Options) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; \"0\" disables them.")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "ApiKeys reconciled in parallel.")
+	fs.BoolVar(&o.RequirePolicy, "require-policy", false, "Deny by default: an ApiKey gets no key unless an ApiKeyPolicy with allowedScopes selects its namespace (it goes Stalled, reason PolicyViolation).")
 	o.Verify.BindFlags(fs)
 	zo := &zap.Options{}
 	zo.BindFlags(fs)

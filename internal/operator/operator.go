@@ -39,6 +39,9 @@ type Options struct {
 	MetricsBindAddress                        string
 	HealthProbeBindAddress                    string
 	MaxConcurrentReconciles                   int
+	// RequirePolicy denies by default: ApiKeys in namespaces that no ApiKeyPolicy with allowedScopes
+	// selects get no key.
+	RequirePolicy bool
 	// Clock is injected by tests; nil means the real clock.
 	Clock clock.PassiveClock
 	// Verify configures the verification service that runs on every replica.
@@ -126,12 +129,13 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		return nil, err
 	}
 	r := &controllers.ApiKeyReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    scheme,
-		Recorder:  rec,
-		Clock:     o.Clock,
-		KeyPrefix: o.KeyPrefix,
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Scheme:        scheme,
+		Recorder:      rec,
+		Clock:         o.Clock,
+		KeyPrefix:     o.KeyPrefix,
+		RequirePolicy: o.RequirePolicy,
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, err
