@@ -322,8 +322,12 @@ func requeueAt(wake, now time.Time) ctrl.Result {
 // stall records a user error: Ready=False, Stalled=True and one Warning event on the transition.
 // It is not returned as an error, so there is no retry storm; a spec change wakes the ApiKey again.
 func (r *ApiKeyReconciler) stall(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time, reason, event, msg string) error {
+	return r.stallWith(ctx, ak, ak.Status.DeepCopy(), now, reason, event, msg)
+}
+
+// stallWith is stall on top of st, a status with other changes (the grants of a policy Block).
+func (r *ApiKeyReconciler) stallWith(ctx context.Context, ak *v1alpha1.ApiKey, st *v1alpha1.ApiKeyStatus, now time.Time, reason, event, msg string) error {
 	wasStalled := conditionIs(ak, v1alpha1.ConditionStalled, reason)
-	st := ak.Status.DeepCopy()
 	setStalled(st, ak.Generation, now, reason, msg)
 	if err := r.writeStatus(ctx, ak, *st); err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
 const (
@@ -201,7 +202,7 @@ var _ = Describe("ApiKey", func() {
 
 		annotate(ns, "manual", v1alpha1.AnnotationRotate, "1")
 		second, _ := waitRotatedFrom(ns, "manual", first.Status.CurrentKeyID)
-		Expect(second.Status.HandledRotateRequest).To(Equal("1"))
+		Expect(second.Status.HandledRotateRequest).To(Equal(rotation.RequestDigest("1")))
 		Expect(keyByID(second, first.Status.CurrentKeyID).State).To(Equal(v1alpha1.KeyRetiring))
 		Expect(keyByID(second, first.Status.CurrentKeyID).NotAfter.Time).To(BeTemporally("==", clk.Now().Add(time.Hour)))
 
@@ -215,7 +216,7 @@ var _ = Describe("ApiKey", func() {
 		annotate(ns, "manual", v1alpha1.AnnotationRotate, "2")
 		third, _ := waitRotatedFrom(ns, "manual", second.Status.CurrentKeyID)
 		Consistently(func() int { return len(get(ns, "manual").Status.Keys) }, time.Second, poll).Should(Equal(3))
-		Expect(third.Status.HandledRotateRequest).To(Equal("2"))
+		Expect(third.Status.HandledRotateRequest).To(Equal(rotation.RequestDigest("2")))
 		Eventually(func() int { return countReason(ns, "manual", v1alpha1.EventKeyRotated) }, eventually, poll).Should(Equal(2))
 	})
 

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 func condition(ns, name, typ string) *metav1.Condition {
@@ -47,7 +50,7 @@ var _ = Describe("Key lifecycle", func() {
 		annotate(ns, "leak", v1alpha1.AnnotationRevoke, second.Status.CurrentKeyID)
 		third, _ := waitRotatedFrom(ns, "leak", second.Status.CurrentKeyID)
 		Expect(keyByID(third, second.Status.CurrentKeyID).State).To(Equal(v1alpha1.KeyRevoked))
-		Expect(third.Status.HandledRevokeRequest).To(Equal(second.Status.CurrentKeyID))
+		Expect(third.Status.HandledRevokeRequest).To(Equal(rotation.RequestDigest(second.Status.CurrentKeyID)))
 		Eventually(func() int { return countReason(ns, "leak", v1alpha1.EventKeyRevoked) }, eventually, poll).Should(Equal(2))
 
 		By("each value is handled once")
@@ -67,7 +70,7 @@ var _ = Describe("Key lifecycle", func() {
 		Expect(k8s.Create(ctx, apiKey(ns, "typo"))).To(Succeed())
 		first, _ := waitReady(ns, "typo")
 		annotate(ns, "typo", v1alpha1.AnnotationRevoke, "the leaked one")
-		Eventually(func() string { return get(ns, "typo").Status.HandledRevokeRequest }, eventually, poll).Should(Equal("the leaked one"))
+		Eventually(func() string { return get(ns, "typo").Status.HandledRevokeRequest }, eventually, poll).Should(Equal(rotation.RequestDigest("the leaked one")))
 		Expect(get(ns, "typo").Status.Keys[0].State).To(Equal(v1alpha1.KeyActive))
 		Expect(get(ns, "typo").Status.CurrentKeyID).To(Equal(first.Status.CurrentKeyID))
 		Eventually(func() int { return countReason(ns, "typo", v1alpha1.EventInvalidAnnotation) }, eventually, poll).Should(Equal(1))
@@ -78,8 +81,28 @@ var _ = Describe("Key lifecycle", func() {
 			}
 		}
 		Expect(note).To(ContainSubstring("no key was revoked"))
+		Expect(note).NotTo(ContainSubstring("the leaked one"), "the annotation value is never repeated")
 		poke(ns, "typo")
 		Consistently(func() int { return countReason(ns, "typo", v1alpha1.EventInvalidAnnotation) }, time.Second, poll).Should(Equal(1))
+	})
+
+	It("revokes a key pasted into keysmith.dev/revoke instead of its id, and never repeats it", func() {
+		ns := newNamespace()
+		Expect(k8s.Create(ctx, apiKey(ns, "pasted"))).To(Succeed())
+		first, key := waitReady(ns, "pasted")
+		annotate(ns, "pasted", v1alpha1.AnnotationRevoke, key)
+		second, _ := waitRotatedFrom(ns, "pasted", first.Status.CurrentKeyID)
+		Expect(keyByID(second, first.Status.CurrentKeyID).State).To(Equal(v1alpha1.KeyRevoked))
+		Expect(second.Status.HandledRevokeRequest).To(Equal(rotation.RequestDigest(key)))
+		Eventually(func() int { return countReason(ns, "pasted", v1alpha1.EventKeyRevoked) }, eventually, poll).Should(Equal(1))
+
+		By("the key appears in no status field, condition or event")
+		b, err := json.Marshal(get(ns, "pasted").Status)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(testenv.FindKeys(string(b))).To(BeZero(), "a key in status")
+		for _, e := range events(ns, "pasted") {
+			Expect(testenv.FindKeys(e.Note)).To(BeZero(), "a key in event %s", e.Reason)
+		}
 	})
 
 	It("spec.disabled revokes every key and empties the Secret; enabling issues a fresh key", func() {

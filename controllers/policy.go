@@ -26,46 +26,50 @@ func (r *ApiKeyReconciler) evaluatePolicies(ctx context.Context, ak *v1alpha1.Ap
 	if err := r.Client.List(ctx, list); err != nil {
 		return policy.Result{}, fmt.Errorf("listing ApiKeyPolicies: %w", err)
 	}
-	if len(list.Items) == 0 {
-		return policy.Evaluate(nil, &ak.Spec), nil
+	var selected []v1alpha1.ApiKeyPolicy
+	if len(list.Items) > 0 {
+		ns := namespaceMeta()
+		if err := r.Client.Get(ctx, types.NamespacedName{Name: ak.Namespace}, ns); err != nil {
+			return policy.Result{}, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
+		}
+		var err error
+		if selected, err = policy.Select(list.Items, ns.Labels); err != nil {
+			return policy.Result{}, err
+		}
 	}
-	ns := namespaceMeta()
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: ak.Namespace}, ns); err != nil {
-		return policy.Result{}, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
+	res := policy.Evaluate(selected, &ak.Spec)
+	if r.RequirePolicy {
+		res = policy.RequireGrant(res, ak.Namespace)
 	}
-	selected, err := policy.Select(list.Items, ns.Labels)
-	if err != nil {
-		return policy.Result{}, err
-	}
-	return policy.Evaluate(selected, &ak.Spec), nil
+	return res, nil
 }
 
-// enforce handles an ApiKey that breaks a policy: no new key and no rotation (Block), and with Revoke
-// every key revoked and the Secret emptied. Ready=False, Stalled, reason PolicyViolation, one Warning event.
+// enforce handles an ApiKey that breaks a policy: no new key and no rotation, and existing keys are
+// granted only the scopes the policies allow (Block), or with Revoke every key revoked and the Secret
+// emptied. Ready=False, Stalled, reason PolicyViolation, one Warning event.
 func (r *ApiKeyReconciler) enforce(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time, pol policy.Result) error {
-	if pol.Enforcement == v1alpha1.EnforcementRevoke {
-		st, revoked := revokeAll(ak, now, v1alpha1.RevokedPolicy)
-		if err := r.writeStatus(ctx, ak, st); err != nil {
-			return err
-		}
-		if len(revoked) > 0 {
-			metrics.Revocations.WithLabelValues(v1alpha1.RevokedPolicy).Add(float64(len(revoked)))
-			r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventKeyRevoked, "Revoke",
-				"Revoked key(s) %s: the ApiKey breaks a policy with enforcement Revoke", strings.Join(revoked, ", "))
-		}
-		secret, state, err := r.observeSecret(ctx, ak)
-		if err != nil {
-			return err
-		}
-		if state != rotation.SecretMissing && state != rotation.SecretForeign {
-			if err := r.emptySecret(ctx, secret); err != nil {
-				return err
-			}
-		}
-	}
 	msg := fmt.Sprintf("The ApiKey breaks %d policy rule(s); no key is issued or rotated (enforcement %s): %s",
 		len(pol.Violations), pol.Enforcement, strings.Join(pol.Violations, "; "))
-	return r.stall(ctx, ak, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg)
+	if pol.Enforcement != v1alpha1.EnforcementRevoke {
+		st := ak.Status.DeepCopy()
+		st.Keys = withGrant(st.Keys, pol.Grant(ak.Spec.Scopes))
+		return r.stallWith(ctx, ak, st, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg)
+	}
+	// Revocation and the stall go to status in one write, before the Secret is emptied.
+	st, revoked := revokeAll(ak, now, v1alpha1.RevokedPolicy)
+	if err := r.stallWith(ctx, ak, &st, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg); err != nil {
+		return err
+	}
+	if len(revoked) > 0 {
+		metrics.Revocations.WithLabelValues(v1alpha1.RevokedPolicy).Add(float64(len(revoked)))
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventKeyRevoked, "Revoke",
+			"Revoked key(s) %s: the ApiKey breaks a policy with enforcement Revoke", strings.Join(revoked, ", "))
+	}
+	secret, state, err := r.observeSecret(ctx, ak)
+	if err != nil || state == rotation.SecretMissing || state == rotation.SecretForeign {
+		return err
+	}
+	return r.emptySecret(ctx, secret)
 }
 
 // apiKeysForPolicy maps a policy change to the ApiKeys it selects now or applied to before.

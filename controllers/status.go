@@ -19,6 +19,8 @@ import (
 type effective struct {
 	settings  v1alpha1.EffectiveSettings
 	lifecycle rotation.Settings
+	// grant is the scopes keys may carry: the spec's, less what a policy forbids.
+	grant []string
 }
 
 // validate checks the spec again before acting (admission may have been bypassed) and applies the
@@ -32,7 +34,7 @@ func validate(ak *v1alpha1.ApiKey, pol policy.Result) (effective, error) {
 		return effective{}, err
 	}
 	s.Policies = pol.Applied
-	return effective{settings: s, lifecycle: rotation.Settings{
+	return effective{settings: s, grant: pol.Grant(ak.Spec.Scopes), lifecycle: rotation.Settings{
 		Lifetime:      s.ExpiresAfter.Duration,
 		Period:        v1alpha1.Get(s.RotationPeriod),
 		Overlap:       v1alpha1.Get(s.Overlap),
@@ -50,6 +52,7 @@ func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued 
 		st.Keys = issued
 		st.CurrentKeyID = issued[0].ID
 	}
+	st.Keys = withGrant(st.Keys, s.grant)
 	st.HandledRotateRequest = plan.HandledRotateRequest
 	st.HandledRevokeRequest = plan.HandledRevokeRequest
 	st.Effective = &s.settings
@@ -83,6 +86,24 @@ func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued 
 	}
 	setReady(&st, ak.Generation, plan.Now, msg)
 	return st
+}
+
+// withGrant returns keys with the grant recorded on every key that is still accepted (Active or
+// Retiring) and none on the others. The verifiers accept a scope only when a key's grant and the current
+// spec.scopes both hold it, so only keysmith, after evaluating policies, can widen what a key opens.
+func withGrant(keys []v1alpha1.IssuedKey, grant []string) []v1alpha1.IssuedKey {
+	if len(grant) == 0 {
+		grant = nil
+	}
+	out := make([]v1alpha1.IssuedKey, len(keys))
+	for i, k := range keys {
+		k.Scopes = nil
+		if rotation.Valid(k) {
+			k.Scopes = grant
+		}
+		out[i] = k
+	}
+	return out
 }
 
 // revokeAll returns the status with every valid key revoked for reason, and the ids it revoked.

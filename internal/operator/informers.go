@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +13,8 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
 
 // OutageRetry is how often the informers try the API server again while it cannot be reached.
@@ -25,13 +28,36 @@ const OutageRetry = time.Second
 // make chaos). Here a List or Watch that fails because the API server cannot be reached is retried every
 // OutageRetry instead, inside the call, so the reflector never backs off for it and resumes within a
 // second of the API server's return. Every other error reaches the reflector unchanged.
-func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
-	return toolscache.NewSharedIndexInformer(&patientListerWatcher{lw: toolscache.ToListerWatcherWithContext(lw), retry: OutageRetry}, obj, resync, indexers)
+//
+// The ApiKey informer also tells the verifier's index whether a watch is open (watchReporter): while
+// these retries go on, or between a watch's end and the next one, the index is not being kept current,
+// although no watch error handler hears of it.
+func newInformer(ix watchReporter) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
+	return func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
+		p := &patientListerWatcher{lw: toolscache.ToListerWatcherWithContext(lw), retry: OutageRetry}
+		if _, ok := obj.(*v1alpha1.ApiKey); ok {
+			p.report = ix
+		}
+		return toolscache.NewSharedIndexInformer(p, obj, resync, indexers)
+	}
+}
+
+// watchReporter hears when the ApiKey informer's watch stops and starts (verify.MemoryIndex).
+type watchReporter interface {
+	WatchStopped()
+	WatchStarted()
 }
 
 type patientListerWatcher struct {
-	lw    toolscache.ListerWatcherWithContext
-	retry time.Duration
+	lw     toolscache.ListerWatcherWithContext
+	retry  time.Duration
+	report watchReporter // nil for informers of other kinds
+}
+
+func (p *patientListerWatcher) stopped() {
+	if p.report != nil {
+		p.report.WatchStopped()
+	}
 }
 
 // unreachable reports whether err means the API server could not be reached or is shutting down, as
@@ -57,12 +83,39 @@ func patiently[T any](ctx context.Context, retry time.Duration, call func() (T, 
 	}
 }
 
+// ListWithContext lists: the reflector lists when it has no watch (at start, and after a watch failed
+// in a way that resuming cannot fix).
 func (p *patientListerWatcher) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	p.stopped()
 	return patiently(ctx, p.retry, func() (runtime.Object, error) { return p.lw.ListWithContext(ctx, opts) })
 }
 
 func (p *patientListerWatcher) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return patiently(ctx, p.retry, func() (watch.Interface, error) { return p.lw.WatchWithContext(ctx, opts) })
+	w, err := patiently(ctx, p.retry, func() (watch.Interface, error) {
+		w, err := p.lw.WatchWithContext(ctx, opts)
+		if err != nil {
+			p.stopped()
+		}
+		return w, err
+	})
+	if err != nil || p.report == nil {
+		return w, err
+	}
+	p.report.WatchStarted()
+	return &reportedWatch{Interface: w, report: p.report}, nil
+}
+
+// reportedWatch reports its end: the reflector stops every watch it is done with (closed by the API
+// server, an error event, a stop).
+type reportedWatch struct {
+	watch.Interface
+	report watchReporter
+	once   sync.Once
+}
+
+func (w *reportedWatch) Stop() {
+	w.once.Do(w.report.WatchStopped)
+	w.Interface.Stop()
 }
 
 func (p *patientListerWatcher) List(opts metav1.ListOptions) (runtime.Object, error) {

@@ -25,6 +25,40 @@ type Result struct {
 	Violations []string
 	// Enforcement is Revoke when any broken policy says so, else Block.
 	Enforcement v1alpha1.Enforcement
+	// GrantsScopes is true when a selected policy lists allowedScopes (so that it, not whoever edits the
+	// ApiKey, decides which scopes keys may carry).
+	GrantsScopes bool
+
+	// forbidden holds the spec's scopes that a selected policy does not allow; denyAll forbids every scope.
+	forbidden map[string]bool
+	denyAll   bool
+}
+
+// Grant returns the scopes of spec that keys may be granted: every scope the selected policies allow,
+// in spec order. Keys carry only what was granted, so a Block keeps existing keys valid for the allowed
+// scopes only.
+func (r Result) Grant(scopes []string) []string {
+	if r.denyAll {
+		return []string{}
+	}
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if !r.forbidden[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// RequireGrant makes an ApiKey in a namespace that no policy grants scopes to a violation (deny by
+// default, `keysmith manager --require-policy`): it gets no key, and its keys are granted nothing.
+func RequireGrant(r Result, namespace string) Result {
+	if r.GrantsScopes {
+		return r
+	}
+	r.Violations = append(r.Violations, fmt.Sprintf("no ApiKeyPolicy with allowedScopes selects namespace %s, and this cluster requires one (keysmith --require-policy); ask your platform team for a policy", namespace))
+	r.denyAll = true
+	return r
 }
 
 // Select returns the policies whose namespaceSelector matches the namespace labels.
@@ -77,8 +111,13 @@ func Evaluate(selected []v1alpha1.ApiKeyPolicy, spec *v1alpha1.ApiKeySpec) Resul
 		s := p.Spec
 		var broken []string
 		if len(s.AllowedScopes) > 0 {
+			r.GrantsScopes = true
 			for _, sc := range spec.Scopes {
 				if !allowed(s.AllowedScopes, sc) {
+					if r.forbidden == nil {
+						r.forbidden = map[string]bool{}
+					}
+					r.forbidden[sc] = true
 					broken = append(broken, fmt.Sprintf("scope %s is not allowed (allowed: %s)", sc, join(s.AllowedScopes)))
 				}
 			}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -182,6 +183,52 @@ func TestEvaluate(t *testing.T) {
 			}
 			if len(r.Applied) != len(tc.policies) {
 				t.Errorf("applied %v", r.Applied)
+			}
+		})
+	}
+}
+
+func TestGrant(t *testing.T) {
+	users := pol("users", func(s *v1alpha1.ApiKeyPolicySpec) { s.AllowedScopes = []v1alpha1.ScopePattern{"users:*"} })
+	reads := pol("reads", func(s *v1alpha1.ApiKeyPolicySpec) { s.AllowedScopes = []v1alpha1.ScopePattern{"*:read"} })
+	lifetime := pol("lifetime", func(s *v1alpha1.ApiKeyPolicySpec) { s.MaxExpiresAfter = d(24 * time.Hour) })
+	for _, tc := range []struct {
+		name         string
+		selected     []v1alpha1.ApiKeyPolicy
+		scopes       []string
+		require      bool
+		grant        []string
+		grantsScopes bool
+		violations   int
+	}{
+		{name: "no policy grants what the spec asks", scopes: []string{"users:read", "admin:write"}, grant: []string{"users:read", "admin:write"}},
+		{name: "a policy without allowedScopes grants everything", selected: []v1alpha1.ApiKeyPolicy{lifetime}, scopes: []string{"admin:write"}, grant: []string{"admin:write"}},
+		{name: "a forbidden scope is dropped from the grant", selected: []v1alpha1.ApiKeyPolicy{users}, scopes: []string{"users:read", "admin:write"},
+			grant: []string{"users:read"}, grantsScopes: true, violations: 1},
+		{name: "every policy must allow a scope", selected: []v1alpha1.ApiKeyPolicy{reads, users}, scopes: []string{"users:read", "users:write", "audit:read"},
+			grant: []string{"users:read"}, grantsScopes: true, violations: 2},
+		{name: "deny by default without a granting policy", selected: []v1alpha1.ApiKeyPolicy{lifetime}, scopes: []string{"users:read"}, require: true,
+			grant: []string{}, violations: 1},
+		{name: "deny by default with a granting policy", selected: []v1alpha1.ApiKeyPolicy{users}, scopes: []string{"users:read"}, require: true,
+			grant: []string{"users:read"}, grantsScopes: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &v1alpha1.ApiKeySpec{Scopes: tc.scopes, SecretName: "s"}
+			r := Evaluate(tc.selected, spec)
+			if tc.require {
+				r = RequireGrant(r, "team-a")
+			}
+			if got := r.Grant(spec.Scopes); !slices.Equal(got, tc.grant) {
+				t.Errorf("Grant = %v, want %v", got, tc.grant)
+			}
+			if r.GrantsScopes != tc.grantsScopes {
+				t.Errorf("GrantsScopes = %v, want %v", r.GrantsScopes, tc.grantsScopes)
+			}
+			if len(r.Violations) != tc.violations {
+				t.Errorf("Violations = %q, want %d", r.Violations, tc.violations)
+			}
+			if tc.require && !tc.grantsScopes && !strings.Contains(strings.Join(r.Violations, ";"), "namespace team-a") {
+				t.Errorf("the violation does not name the namespace: %q", r.Violations)
 			}
 		})
 	}

@@ -5,8 +5,6 @@ package rotation
 
 import (
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,11 +48,12 @@ type Input struct {
 	Keys []v1alpha1.IssuedKey
 	// CurrentKeyID is status.currentKeyID.
 	CurrentKeyID string
-	// RotateRequest is the value of the keysmith.dev/rotate annotation; HandledRotateRequest the last one acted on.
+	// RotateRequest is the value of the keysmith.dev/rotate annotation; HandledRotateRequest what status
+	// records of the last one acted on (its RequestDigest).
 	RotateRequest        string
 	HandledRotateRequest string
 	// RevokeRequest is the value of the keysmith.dev/revoke annotation ("all" or key ids, comma
-	// separated); HandledRevokeRequest the last one acted on.
+	// separated); HandledRevokeRequest what status records of the last one acted on.
 	RevokeRequest        string
 	HandledRevokeRequest string
 	// Disabled is spec.disabled.
@@ -99,7 +98,8 @@ type Plan struct {
 	CurrentKeyID string
 	// Transitions lists the state changes of existing keys.
 	Transitions []Transition
-	// HandledRotateRequest and HandledRevokeRequest are the values to record in status.
+	// HandledRotateRequest and HandledRevokeRequest are the values to record in status: digests of the
+	// annotation values handled (RequestDigest), never the values.
 	HandledRotateRequest string
 	HandledRevokeRequest string
 	// RevokeProblem describes a keysmith.dev/revoke value that could not be acted on (keys untouched),
@@ -124,6 +124,13 @@ func Decide(in Input) Plan {
 	now := in.Now.Truncate(time.Second)
 	p := Plan{Now: now, CurrentKeyID: in.CurrentKeyID, HandledRotateRequest: in.HandledRotateRequest,
 		HandledRevokeRequest: in.HandledRevokeRequest, settings: in.Settings}
+	// A value recorded verbatim (before digests) is recorded again as its digest.
+	if in.RotateRequest != "" && in.HandledRotateRequest == in.RotateRequest {
+		p.HandledRotateRequest = RequestDigest(in.RotateRequest)
+	}
+	if in.RevokeRequest != "" && in.HandledRevokeRequest == in.RevokeRequest {
+		p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
+	}
 	p.Keys = make([]v1alpha1.IssuedKey, len(in.Keys))
 	copy(p.Keys, in.Keys)
 
@@ -141,14 +148,18 @@ func Decide(in Input) Plan {
 		for i := range p.Keys {
 			p.revoke(&p.Keys[i], v1alpha1.RevokedDisabled)
 		}
-		p.HandledRevokeRequest = in.RevokeRequest
-		p.HandledRotateRequest = in.RotateRequest
+		if in.RevokeRequest != "" {
+			p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
+		}
+		if in.RotateRequest != "" {
+			p.HandledRotateRequest = RequestDigest(in.RotateRequest)
+		}
 		p.Inactive = v1alpha1.ReasonDisabled
 		p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
 		return p
 	}
-	if in.RevokeRequest != "" && in.RevokeRequest != in.HandledRevokeRequest {
-		p.HandledRevokeRequest = in.RevokeRequest
+	if !RequestHandled(in.RevokeRequest, in.HandledRevokeRequest) {
+		p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
 		ids, all, problem := ParseRevokeRequest(in.RevokeRequest)
 		var unknown []string
 		if problem == "" {
@@ -165,7 +176,7 @@ func Decide(in Input) Plan {
 				}
 			}
 			if len(unknown) > 0 {
-				problem = fmt.Sprintf("keysmith.dev/revoke names keys this ApiKey does not list: %s (the others were revoked)", strings.Join(unknown, ", "))
+				problem = fmt.Sprintf("keysmith.dev/revoke names %d key(s) this ApiKey does not list (any others were revoked)", len(unknown))
 			}
 		}
 		p.RevokeProblem = problem
@@ -181,7 +192,7 @@ func Decide(in Input) Plan {
 	previous := p.find(in.CurrentKeyID)
 
 	// 3. Whether a new key is due, most specific reason first.
-	manual := in.RotateRequest != "" && in.RotateRequest != in.HandledRotateRequest
+	manual := !RequestHandled(in.RotateRequest, in.HandledRotateRequest)
 	switch {
 	case in.Secret == SecretForeign:
 		// Never touch a Secret keysmith did not create: nothing is issued until the conflict is resolved.
@@ -209,7 +220,7 @@ func Decide(in Input) Plan {
 	}
 	if p.Issue != TriggerNone && in.RotateRequest != "" {
 		// A request that arrives with (or before) another reason to issue is satisfied by that issuance.
-		p.HandledRotateRequest = in.RotateRequest
+		p.HandledRotateRequest = RequestDigest(in.RotateRequest)
 	}
 
 	// 4. The previous key once a new one is issued.
@@ -317,36 +328,6 @@ func lastUse(k v1alpha1.IssuedKey) time.Time {
 		return k.LastUsedAt.Time
 	}
 	return k.IssuedAt.Time
-}
-
-var keyIDPattern = regexp.MustCompile(`^[0-9a-f]{12}$`)
-
-// ParseRevokeRequest reads a keysmith.dev/revoke value: "all", or key ids separated by commas. problem is
-// set (and nothing should be revoked) when the value is malformed.
-func ParseRevokeRequest(v string) (ids []string, all bool, problem string) {
-	for _, part := range strings.Split(v, ",") {
-		part = strings.TrimSpace(part)
-		switch {
-		case part == "":
-		case part == "all":
-			all = true
-		case keyIDPattern.MatchString(part):
-			ids = append(ids, part)
-		default:
-			return nil, false, fmt.Sprintf("keysmith.dev/revoke value %q is not \"all\" or a comma-separated list of 12-hex-digit key ids; no key was revoked", truncate(v, 80))
-		}
-	}
-	if !all && len(ids) == 0 {
-		return nil, false, "keysmith.dev/revoke is empty; no key was revoked"
-	}
-	return ids, all, ""
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // current returns the current key in p.Keys when it is still listed as Active, else nil. An expired or

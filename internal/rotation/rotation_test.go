@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -158,7 +160,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "removing the rotate annotation does nothing",
-			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent, HandledRotateRequest: "r1",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "a", Secret: SecretCurrent, HandledRotateRequest: RequestDigest("r1"),
 				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 90*day)}},
 			want: want{handled: "r1", states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
 		},
@@ -222,7 +224,7 @@ func TestDecide(t *testing.T) {
 			name: "unknown ids are reported, listed ones revoked",
 			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "aaaaaaaaaaaa", Secret: SecretCurrent, RevokeRequest: "aaaaaaaaaaaa,cccccccccccc",
 				Keys: []v1alpha1.IssuedKey{key("aaaaaaaaaaaa", v1alpha1.KeyActive, 0, 90*day)}},
-			want: want{issue: TriggerRevoked, handledRev: "aaaaaaaaaaaa,cccccccccccc", problem: "cccccccccccc", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked},
+			want: want{issue: TriggerRevoked, handledRev: "aaaaaaaaaaaa,cccccccccccc", problem: "names 1 key(s) this ApiKey does not list", states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked},
 				transitions: 1, nextRotation: 35 * day, nextWake: 35 * day},
 		},
 		{
@@ -230,6 +232,19 @@ func TestDecide(t *testing.T) {
 			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "bbbbbbbbbbbb", Secret: SecretCurrent, RevokeRequest: "aaaaaaaaaaaa", HandledRevokeRequest: "aaaaaaaaaaaa",
 				Keys: []v1alpha1.IssuedKey{key("bbbbbbbbbbbb", v1alpha1.KeyActive, 0, 90*day)}},
 			want: want{handledRev: "aaaaaaaaaaaa", states: map[string]v1alpha1.KeyState{"bbbbbbbbbbbb": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "a handled revoke value recorded as its digest does nothing",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: "bbbbbbbbbbbb", Secret: SecretCurrent, RevokeRequest: "aaaaaaaaaaaa", HandledRevokeRequest: RequestDigest("aaaaaaaaaaaa"),
+				Keys: []v1alpha1.IssuedKey{key("bbbbbbbbbbbb", v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{handledRev: "aaaaaaaaaaaa", states: map[string]v1alpha1.KeyState{"bbbbbbbbbbbb": v1alpha1.KeyActive}, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
+			name: "a key pasted instead of its id is revoked by its id",
+			in: Input{Now: at(5 * day), Settings: monthly, CurrentKeyID: pastedID, Secret: SecretCurrent, RevokeRequest: pastedKey,
+				Keys: []v1alpha1.IssuedKey{key(pastedID, v1alpha1.KeyActive, 0, 90*day)}},
+			want: want{issue: TriggerRevoked, handledRev: pastedKey, states: map[string]v1alpha1.KeyState{pastedID: v1alpha1.KeyRevoked},
+				transitions: 1, nextRotation: 35 * day, nextWake: 35 * day},
 		},
 		{
 			name: "disabled: everything revoked, nothing issued",
@@ -321,10 +336,10 @@ func TestDecide(t *testing.T) {
 			if (tc.want.problem == "") != (p.RevokeProblem == "") || !strings.Contains(p.RevokeProblem, tc.want.problem) {
 				t.Errorf("RevokeProblem = %q, want %q", p.RevokeProblem, tc.want.problem)
 			}
-			if p.HandledRevokeRequest != tc.want.handledRev {
+			if p.HandledRevokeRequest != RequestDigest(tc.want.handledRev) {
 				t.Errorf("HandledRevokeRequest = %q, want %q", p.HandledRevokeRequest, tc.want.handledRev)
 			}
-			if p.HandledRotateRequest != tc.want.handled {
+			if p.HandledRotateRequest != RequestDigest(tc.want.handled) {
 				t.Errorf("HandledRotateRequest = %q, want %q", p.HandledRotateRequest, tc.want.handled)
 			}
 			checkTime(t, "NextRotation", p.NextRotation, tc.want.nextRotation)
@@ -431,5 +446,67 @@ func checkTime(t *testing.T, name string, got time.Time, want time.Duration) {
 	}
 	if !got.Equal(at(want)) {
 		t.Errorf("%s = %v, want %s", name, got.Sub(t0), want)
+	}
+}
+
+var (
+	pastedKey = mustKey()
+	pastedID  = keys.ID(pastedKey)
+)
+
+func mustKey() string {
+	k, err := keys.Generate("ks", "live")
+	if err != nil {
+		panic(err)
+	}
+	return k.Plaintext()
+}
+
+func TestParseRevokeRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      string
+		ids     []string
+		all     bool
+		problem string
+	}{
+		{name: "ids", in: "aaaaaaaaaaaa, bbbbbbbbbbbb", ids: []string{"aaaaaaaaaaaa", "bbbbbbbbbbbb"}},
+		{name: "all", in: "all", all: true},
+		{name: "a pasted key becomes its id", in: pastedKey, ids: []string{pastedID}},
+		{name: "a key next to an id", in: "aaaaaaaaaaaa," + pastedKey, ids: []string{"aaaaaaaaaaaa", pastedID}},
+		{name: "empty", in: " , ", problem: "is empty"},
+		{name: "garbage names its position only", in: "aaaaaaaaaaaa,secret-value", problem: "entry 2 is not"},
+		{name: "a key with a broken checksum is garbage", in: pastedKey[:len(pastedKey)-1] + "x", problem: "entry 1 is not"},
+		{name: "too many entries", in: strings.Repeat("aaaaaaaaaaaa,", MaxRevokeEntries+1), problem: "more than 64 entries"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ids, all, problem := ParseRevokeRequest(tc.in)
+			if !slices.Equal(ids, tc.ids) || all != tc.all || !strings.Contains(problem, tc.problem) || (tc.problem == "") != (problem == "") {
+				t.Errorf("ParseRevokeRequest = %v, %v, %q; want %v, %v, %q", ids, all, problem, tc.ids, tc.all, tc.problem)
+			}
+			if problem != "" && (strings.Contains(problem, "secret-value") || strings.Contains(problem, pastedKey[:20])) {
+				t.Errorf("problem %q repeats the annotation value", problem)
+			}
+		})
+	}
+}
+
+func TestRequestHandled(t *testing.T) {
+	for _, tc := range []struct {
+		v, handled string
+		want       bool
+	}{
+		{"", "", true},
+		{"1", "", false},
+		{"1", RequestDigest("1"), true},
+		{"1", "1", true}, // recorded verbatim by earlier releases
+		{"2", RequestDigest("1"), false},
+	} {
+		if got := RequestHandled(tc.v, tc.handled); got != tc.want {
+			t.Errorf("RequestHandled(%q, %q) = %v, want %v", tc.v, tc.handled, got, tc.want)
+		}
+	}
+	if d := RequestDigest(pastedKey); strings.Contains(d, pastedKey) || !strings.HasPrefix(d, "sha256:") || len(d) != 71 {
+		t.Errorf("RequestDigest = %q", d)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
 // Errors returned by Ready.
@@ -51,6 +54,10 @@ type MemoryIndex struct {
 	mu       sync.RWMutex
 	byDigest map[keys.Digest]*Entry
 	byObject map[types.NamespacedName][]*Entry
+	// versions holds the uid and resourceVersion of each ApiKey indexed; tombstones the resourceVersion
+	// of a list that no longer held an ApiKey. An event older than either never replaces what they say.
+	versions   map[types.NamespacedName]objectVersion
+	tombstones map[types.NamespacedName]uint64
 
 	synced      func() bool
 	maxStale    time.Duration
@@ -58,7 +65,20 @@ type MemoryIndex struct {
 	syncMu      sync.Mutex
 	lastSync    func() string // the reflector's last synced resourceVersion
 	syncAtBreak string        // its value when the watch broke
+	// watchStopped is when the informer's watch stopped delivering (closed, or failing to open, which
+	// client-go retries without telling anyone); 0 while a watch is open.
+	watchStopped atomic.Int64
 }
+
+// objectVersion identifies the version of an ApiKey the index holds.
+type objectVersion struct {
+	uid types.UID
+	rv  uint64
+}
+
+// watchGrace is how long the watch may be stopped before the staleness clock starts: the reflector
+// reopens a watch the API server closed (every few minutes, by design) within milliseconds.
+const watchGrace = 2 * time.Second
 
 // NewMemoryIndex returns an empty index. synced reports whether the informer has synced; until it has,
 // Ready fails. maxStale is how long a broken watch is tolerated before Ready fails.
@@ -66,6 +86,7 @@ func NewMemoryIndex(scope Scope, clk clock.PassiveClock, synced func() bool, max
 	return &MemoryIndex{
 		scope: scope, clock: clk, synced: synced, maxStale: maxStale,
 		byDigest: map[keys.Digest]*Entry{}, byObject: map[types.NamespacedName][]*Entry{},
+		versions: map[types.NamespacedName]objectVersion{}, tombstones: map[types.NamespacedName]uint64{},
 	}
 }
 
@@ -126,6 +147,28 @@ func (ix *MemoryIndex) lastSyncLocked() string {
 // WatchHealthy records that the watch delivers again (an event arrived, or the reflector synced).
 func (ix *MemoryIndex) WatchHealthy() { ix.brokenSince.Store(0) }
 
+// WatchStopped records that the ApiKey informer has no open watch: its watch ended, or opening one
+// failed (client-go retries 429, 503 and timeouts without calling any error handler). Unless a watch
+// opens again within watchGrace, the staleness clock starts at this instant.
+func (ix *MemoryIndex) WatchStopped() {
+	ix.watchStopped.CompareAndSwap(0, ix.clock.Now().UnixNano())
+}
+
+// WatchStarted records that a watch is open again: it delivers every change since the informer's last
+// resourceVersion, and the index ignores whatever of that is older than what it holds.
+func (ix *MemoryIndex) WatchStarted() {
+	if ix.watchStopped.Swap(0) != 0 {
+		ix.WatchHealthy()
+	}
+}
+
+// checkWatch starts the staleness clock when the watch has been stopped for longer than watchGrace.
+func (ix *MemoryIndex) checkWatch() {
+	if since := ix.watchStopped.Load(); since != 0 && ix.clock.Since(time.Unix(0, since)) > watchGrace {
+		ix.brokenAt(time.Unix(0, since))
+	}
+}
+
 // resynced reports whether the reflector has synced since the watch broke.
 func (ix *MemoryIndex) resynced() bool {
 	ix.syncMu.Lock()
@@ -143,7 +186,7 @@ func (ix *MemoryIndex) resynced() bool {
 // index is current as of that list (the reflector may wait up to 30 s before it retries after an
 // outage). Once the reflector has synced again (its resourceVersion moved), the watch is healthy and
 // the listing stops.
-func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func(context.Context) error, list func(context.Context) ([]v1alpha1.ApiKey, error)) {
+func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func(context.Context) error, list func(context.Context) ([]v1alpha1.ApiKey, string, error)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	lastOK, wasBroken := ix.clock.Now(), false
@@ -153,6 +196,8 @@ func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func
 			return
 		case <-t.C:
 		}
+		ix.checkWatch()
+		ix.pruneTombstones()
 		rctx, cancel := context.WithTimeout(ctx, 2*every)
 		if ix.brokenSince.Load() == 0 {
 			if wasBroken { // an event ended the break
@@ -177,7 +222,7 @@ func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func
 		ix.syncMu.Lock()
 		before := ix.lastSyncLocked()
 		ix.syncMu.Unlock()
-		items, err := list(rctx)
+		items, listRV, err := list(rctx)
 		cancel()
 		if err != nil {
 			continue
@@ -185,15 +230,16 @@ func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func
 		ix.syncMu.Lock()
 		if ix.lastSyncLocked() == before && ix.brokenSince.Load() != 0 {
 			// The watch delivered nothing meanwhile, so the list is the newest state known.
-			ix.replaceAll(items)
+			ix.replaceAll(items, parseRV(listRV))
 			ix.brokenSince.Store(start.UnixNano())
 		}
 		ix.syncMu.Unlock()
 	}
 }
 
-// replaceAll makes the index hold exactly items.
-func (ix *MemoryIndex) replaceAll(items []v1alpha1.ApiKey) {
+// replaceAll makes the index hold exactly items, a list at resourceVersion listRV. An ApiKey the list no
+// longer holds leaves a tombstone, so that a late event from before the list cannot bring it back.
+func (ix *MemoryIndex) replaceAll(items []v1alpha1.ApiKey, listRV uint64) {
 	present := make(map[types.NamespacedName]bool, len(items))
 	for i := range items {
 		present[types.NamespacedName{Namespace: items[i].Namespace, Name: items[i].Name}] = true
@@ -202,11 +248,54 @@ func (ix *MemoryIndex) replaceAll(items []v1alpha1.ApiKey) {
 	for nn := range ix.entries() {
 		if !present[nn] {
 			ix.Delete(nn)
+			if listRV != 0 {
+				ix.mu.Lock()
+				ix.tombstones[nn] = listRV
+				ix.mu.Unlock()
+			}
 		}
 	}
 }
 
-// Upsert replaces what the index holds for ak. Last-used times carry over to the new entries.
+// pruneTombstones forgets the tombstones the informer has caught up with: every event it delivers from
+// now on is newer than they are.
+func (ix *MemoryIndex) pruneTombstones() {
+	ix.syncMu.Lock()
+	synced := parseRV(ix.lastSyncLocked())
+	ix.syncMu.Unlock()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for nn, rv := range ix.tombstones {
+		if synced >= rv {
+			delete(ix.tombstones, nn)
+		}
+	}
+}
+
+// parseRV reads a resourceVersion as the etcd revision it is; 0 when it is not a number (then no order
+// is assumed).
+func parseRV(rv string) uint64 {
+	n, err := strconv.ParseUint(rv, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// older reports whether version rv of an ApiKey is older than what the index knows of it.
+func (ix *MemoryIndex) older(nn types.NamespacedName, rv uint64) bool {
+	if rv == 0 {
+		return false
+	}
+	if v, ok := ix.versions[nn]; ok && v.rv != 0 && rv < v.rv {
+		return true
+	}
+	t, ok := ix.tombstones[nn]
+	return ok && rv <= t
+}
+
+// Upsert replaces what the index holds for ak. Last-used times carry over to the new entries. A version
+// older than the one held (a late event after the probe listed a newer state) is ignored.
 func (ix *MemoryIndex) Upsert(ak *v1alpha1.ApiKey) {
 	ix.WatchHealthy()
 	ix.upsert(ak)
@@ -218,25 +307,15 @@ func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 		ix.Delete(nn)
 		return
 	}
-	deleting := !ak.DeletionTimestamp.IsZero()
-	env := ak.Spec.Environment
-	if env == "" {
-		env = v1alpha1.EnvironmentLive
-	}
-	scopes := append([]string(nil), ak.Spec.Scopes...)
-	fresh := make([]*Entry, 0, len(ak.Status.Keys))
-	for _, k := range ak.Status.Keys {
-		d, err := keys.ParseHash(k.Hash)
-		if err != nil {
-			continue
-		}
-		fresh = append(fresh, &Entry{
-			Digest: d, KeyID: k.ID, Namespace: ak.Namespace, Name: ak.Name, Environment: env, State: k.State,
-			Scopes: scopes, NotAfter: k.NotAfter.Time, Deleting: deleting,
-		})
-	}
+	fresh := entriesOf(ak)
+	rv := parseRV(ak.ResourceVersion)
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if ix.older(nn, rv) {
+		return
+	}
+	delete(ix.tombstones, nn)
+	ix.versions[nn] = objectVersion{uid: ak.UID, rv: rv}
 	old := ix.byObject[nn]
 	for _, e := range old {
 		ix.unindex(e)
@@ -252,14 +331,84 @@ func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 	ix.byObject[nn] = fresh
 }
 
+// entriesOf returns the index entries of ak's keys. What the API server says is enough to refuse a key,
+// with no operator involved:
+//   - a key opens only the scopes keysmith granted it (status.keys[].scopes) that spec.scopes still
+//     lists: a scope removed from the spec is refused at once, one added opens nothing until granted;
+//   - spec.disabled refuses every key, and so does a keysmith.dev/revoke value ("all", or key ids) that
+//     status does not record as handled yet (once handled, status says which keys are revoked);
+//   - a deletionTimestamp refuses every key.
+func entriesOf(ak *v1alpha1.ApiKey) []*Entry {
+	env := ak.Spec.Environment
+	if env == "" {
+		env = v1alpha1.EnvironmentLive
+	}
+	revokeAll, revokeIDs := ak.Spec.Disabled, map[string]bool(nil)
+	if v := ak.Annotations[v1alpha1.AnnotationRevoke]; !revokeAll && !rotation.RequestHandled(v, ak.Status.HandledRevokeRequest) {
+		if ids, all, problem := rotation.ParseRevokeRequest(v); problem == "" {
+			revokeAll = all
+			revokeIDs = make(map[string]bool, len(ids))
+			for _, id := range ids {
+				revokeIDs[id] = true
+			}
+		}
+	}
+	deleting := !ak.DeletionTimestamp.IsZero()
+	out := make([]*Entry, 0, len(ak.Status.Keys))
+	for _, k := range ak.Status.Keys {
+		d, err := keys.ParseHash(k.Hash)
+		if err != nil {
+			continue
+		}
+		state := k.State
+		if revokeAll || revokeIDs[k.ID] {
+			state = v1alpha1.KeyRevoked
+		}
+		out = append(out, &Entry{
+			Digest: d, KeyID: k.ID, Namespace: ak.Namespace, Name: ak.Name, Environment: env, State: state,
+			Scopes: granted(k.Scopes, ak.Spec.Scopes), NotAfter: k.NotAfter.Time, Deleting: deleting,
+		})
+	}
+	return out
+}
+
+// granted returns the scopes in both the key's grant and the spec, in grant order.
+func granted(grant, spec []string) []string {
+	out := make([]string, 0, len(grant))
+	for _, s := range grant {
+		if slices.Contains(spec, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Delete removes an ApiKey's keys: a deleted ApiKey's keys are unknown, hence refused.
 func (ix *MemoryIndex) Delete(nn types.NamespacedName) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	ix.deleteLocked(nn)
+}
+
+// DeleteObject removes ak's keys after a delete event, unless the index holds a newer ApiKey of that
+// name (created again after the one deleted, as the probe listed it).
+func (ix *MemoryIndex) DeleteObject(ak *v1alpha1.ApiKey) {
+	nn := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name}
+	ix.WatchHealthy()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if v, ok := ix.versions[nn]; ok && v.uid != ak.UID && ix.older(nn, parseRV(ak.ResourceVersion)) {
+		return
+	}
+	ix.deleteLocked(nn)
+}
+
+func (ix *MemoryIndex) deleteLocked(nn types.NamespacedName) {
 	for _, e := range ix.byObject[nn] {
 		ix.unindex(e)
 	}
 	delete(ix.byObject, nn)
+	delete(ix.versions, nn)
 }
 
 // unindex drops e from the digest map, unless the digest now belongs to another entry.

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -132,14 +131,23 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 		return err
 	}
 	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { v.upsert(obj) },
-		UpdateFunc: func(_, obj any) { v.upsert(obj) },
+		AddFunc: func(obj any) { v.upsert(obj) },
+		UpdateFunc: func(old, obj any) {
+			// A resync replays the informer's store: nothing new, and possibly older than what the probe
+			// listed while the watch was broken.
+			if o, ok := old.(*v1alpha1.ApiKey); ok {
+				if n, ok := obj.(*v1alpha1.ApiKey); ok && o.ResourceVersion == n.ResourceVersion {
+					return
+				}
+			}
+			v.upsert(obj)
+		},
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
 			if ak, ok := obj.(*v1alpha1.ApiKey); ok {
-				v.Index.Delete(types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name})
+				v.Index.DeleteObject(ak)
 			}
 		},
 	})
@@ -368,14 +376,16 @@ func (v *Verifier) ping(r client.Reader) func(context.Context) error {
 	}
 }
 
-// list reads every ApiKey in the scope served from the API server.
-func (v *Verifier) list(r client.Reader) func(context.Context) ([]v1alpha1.ApiKey, error) {
+// list reads every ApiKey in the scope served from the API server, with the resourceVersion of the
+// (oldest) list.
+func (v *Verifier) list(r client.Reader) func(context.Context) ([]v1alpha1.ApiKey, string, error) {
 	namespaces := v.Index.scope.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{""}
 	}
-	return func(ctx context.Context) ([]v1alpha1.ApiKey, error) {
+	return func(ctx context.Context) ([]v1alpha1.ApiKey, string, error) {
 		var out []v1alpha1.ApiKey
+		rv := ""
 		for _, ns := range namespaces {
 			opts := []client.ListOption{client.InNamespace(ns)}
 			if v.Index.scope.Selector != nil {
@@ -383,10 +393,13 @@ func (v *Verifier) list(r client.Reader) func(context.Context) ([]v1alpha1.ApiKe
 			}
 			l := &v1alpha1.ApiKeyList{}
 			if err := r.List(ctx, l, opts...); err != nil {
-				return nil, err
+				return nil, "", err
+			}
+			if rv == "" || parseRV(l.ResourceVersion) < parseRV(rv) {
+				rv = l.ResourceVersion
 			}
 			out = append(out, l.Items...)
 		}
-		return out, nil
+		return out, rv, nil
 	}
 }

@@ -45,7 +45,8 @@ func gen(t testing.TB) string {
 }
 
 func issued(key string, state v1alpha1.KeyState, notAfter time.Time) v1alpha1.IssuedKey {
-	return v1alpha1.IssuedKey{ID: keys.ID(key), Hash: keys.Hash(key), State: state, IssuedAt: metav1.Time{Time: t0.Add(-time.Hour)}, NotAfter: metav1.Time{Time: notAfter}}
+	return v1alpha1.IssuedKey{ID: keys.ID(key), Hash: keys.Hash(key), State: state, IssuedAt: metav1.Time{Time: t0.Add(-time.Hour)}, NotAfter: metav1.Time{Time: notAfter},
+		Scopes: []string{"users:read", "roles:manage"}}
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -241,12 +242,12 @@ func TestProbe(t *testing.T) {
 	// and another one exists.
 	other := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "new"},
 		Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(fresh, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
-	list := func(context.Context) ([]v1alpha1.ApiKey, error) {
+	list := func(context.Context) ([]v1alpha1.ApiKey, string, error) {
 		if apiDown.Load() {
-			return nil, down
+			return nil, "", down
 		}
 		lists.Add(1)
-		return []v1alpha1.ApiKey{*other}, nil
+		return []v1alpha1.ApiKey{*other}, "", nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

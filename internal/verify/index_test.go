@@ -1,0 +1,163 @@
+package verify
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
+)
+
+// entryOf returns the index entry of key, or nil.
+func entryOf(ix *MemoryIndex, key string) *Entry {
+	e, ok := ix.Lookup(keys.Sum(key))
+	if !ok {
+		return nil
+	}
+	return e
+}
+
+func TestIndexGrants(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name  string
+		spec  []string
+		grant []string
+		want  []string
+	}{
+		{name: "grant and spec agree", spec: []string{"users:read", "roles:manage"}, grant: []string{"users:read", "roles:manage"}, want: []string{"users:read", "roles:manage"}},
+		{name: "a scope added to the spec opens nothing until granted", spec: []string{"users:read", "admin:write"}, grant: []string{"users:read"}, want: []string{"users:read"}},
+		{name: "a scope removed from the spec is refused at once", spec: []string{"users:read"}, grant: []string{"users:read", "roles:manage"}, want: []string{"users:read"}},
+		{name: "a key with no recorded grant opens nothing", spec: []string{"users:read"}, grant: nil, want: []string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ak := f.apiKey()
+			ak.Spec.Scopes = tc.spec
+			ak.Status.Keys[0].Scopes = tc.grant
+			f.ix.Upsert(ak)
+			if got := entryOf(f.ix, f.active).Scopes; !slices.Equal(got, tc.want) {
+				t.Errorf("scopes = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestIndexEmergencyRevocation(t *testing.T) {
+	f := newFixture(t)
+	activeID := keys.ID(f.active)
+	for _, tc := range []struct {
+		name     string
+		mutate   func(*v1alpha1.ApiKey)
+		refused  bool // the active key
+		retiring bool // the retiring key refused too
+	}{
+		{name: "nothing requested", mutate: func(*v1alpha1.ApiKey) {}},
+		{name: "spec.disabled", mutate: func(ak *v1alpha1.ApiKey) { ak.Spec.Disabled = true }, refused: true, retiring: true},
+		{name: "revoke all, not handled yet", mutate: func(ak *v1alpha1.ApiKey) { ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: "all"} }, refused: true, retiring: true},
+		{name: "revoke one id, not handled yet", mutate: func(ak *v1alpha1.ApiKey) { ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: activeID} }, refused: true},
+		{name: "revoke a pasted key, not handled yet", mutate: func(ak *v1alpha1.ApiKey) { ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: f.active} }, refused: true},
+		{name: "revoke all, handled: status decides", mutate: func(ak *v1alpha1.ApiKey) {
+			ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: "all"}
+			ak.Status.HandledRevokeRequest = rotation.RequestDigest("all")
+		}},
+		{name: "revoke all, handled by an earlier release (verbatim)", mutate: func(ak *v1alpha1.ApiKey) {
+			ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: "all"}
+			ak.Status.HandledRevokeRequest = "all"
+		}},
+		{name: "a malformed value revokes nothing", mutate: func(ak *v1alpha1.ApiKey) { ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: "oops"} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ak := f.apiKey()
+			tc.mutate(ak)
+			f.ix.Upsert(ak)
+			if got := entryOf(f.ix, f.active).State == v1alpha1.KeyRevoked; got != tc.refused {
+				t.Errorf("active key revoked = %v, want %v", got, tc.refused)
+			}
+			if got := entryOf(f.ix, f.retiring).State == v1alpha1.KeyRevoked; got != tc.retiring {
+				t.Errorf("retiring key revoked = %v, want %v", got, tc.retiring)
+			}
+		})
+	}
+}
+
+func TestIndexNeverGoesBack(t *testing.T) {
+	f := newFixture(t)
+	nn := types.NamespacedName{Namespace: "pay", Name: "billing"}
+	at := func(rv string, mutate func(*v1alpha1.ApiKey)) *v1alpha1.ApiKey {
+		ak := f.apiKey()
+		ak.UID, ak.ResourceVersion = "uid-1", rv
+		mutate(ak)
+		return ak
+	}
+	revoked := func(ak *v1alpha1.ApiKey) { ak.Status.Keys[0].State = v1alpha1.KeyRevoked }
+	same := func(*v1alpha1.ApiKey) {}
+
+	// The probe listed the revocation (rv 20); a late watch event from before it (rv 15) arrives.
+	f.ix.replaceAll([]v1alpha1.ApiKey{*at("20", revoked)}, 20)
+	f.ix.Upsert(at("15", same))
+	if entryOf(f.ix, f.active).State != v1alpha1.KeyRevoked {
+		t.Fatal("an older event un-revoked a key")
+	}
+	f.ix.Upsert(at("21", same))
+	if entryOf(f.ix, f.active).State != v1alpha1.KeyActive {
+		t.Fatal("a newer event was ignored")
+	}
+
+	// The probe's list no longer holds the ApiKey (deleted); a late add from before the list comes.
+	f.ix.replaceAll(nil, 30)
+	f.ix.Upsert(at("25", same))
+	if entryOf(f.ix, f.active) != nil {
+		t.Fatal("a late event brought a deleted ApiKey back")
+	}
+	// Once the informer has synced past the tombstone, it is forgotten; a newer ApiKey of that name
+	// is indexed.
+	f.ix.TrackReflector(func() string { return "31" })
+	f.ix.pruneTombstones()
+	if len(f.ix.tombstones) != 0 {
+		t.Fatal("tombstone kept after the informer caught up")
+	}
+	recreated := at("32", same)
+	recreated.UID = "uid-2"
+	f.ix.Upsert(recreated)
+	if entryOf(f.ix, f.active) == nil {
+		t.Fatal("the recreated ApiKey is not indexed")
+	}
+	// The delete event of the first incarnation, older than the recreated one, leaves it alone; the
+	// delete of the recreated one removes it.
+	f.ix.DeleteObject(at("29", same))
+	if entryOf(f.ix, f.active) == nil {
+		t.Fatal("a stale delete removed a newer ApiKey of the same name")
+	}
+	f.ix.DeleteObject(recreated)
+	if _, ok := f.ix.entries()[nn]; ok || entryOf(f.ix, f.active) != nil {
+		t.Fatal("delete of the current ApiKey ignored")
+	}
+}
+
+func TestWatchStopped(t *testing.T) {
+	f := newFixture(t)
+	f.ix.WatchStopped()
+	f.ix.checkWatch()
+	if f.ix.brokenSince.Load() != 0 {
+		t.Fatal("the staleness clock started within the grace of a reopening watch")
+	}
+	stopped := f.clk.Now()
+	f.clk.Step(watchGrace + time.Second)
+	f.ix.WatchStopped() // further failed attempts keep the first instant
+	f.ix.checkWatch()
+	if got := f.ix.brokenSince.Load(); got != stopped.UnixNano() {
+		t.Fatalf("staleness clock = %v, want the instant the watch stopped (%v)", time.Unix(0, got), stopped)
+	}
+	f.clk.Step(31 * time.Second)
+	if f.ix.Ready() != ErrStale {
+		t.Fatal("ready with a watch that has not delivered for longer than the bound")
+	}
+	f.ix.WatchStarted()
+	if f.ix.Ready() != nil {
+		t.Fatal("a reopened watch did not end the break")
+	}
+}
