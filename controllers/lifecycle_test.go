@@ -103,6 +103,8 @@ var _ = Describe("Key lifecycle", func() {
 		for _, e := range events(ns, "pasted") {
 			Expect(testenv.FindKeys(e.Note)).To(BeZero(), "a key in event %s", e.Reason)
 		}
+		// The person cleans up what they pasted (the suite scans every ApiKey for keys at the end).
+		annotate(ns, "pasted", v1alpha1.AnnotationRevoke, "all")
 	})
 
 	It("spec.disabled revokes every key and empties the Secret; enabling issues a fresh key", func() {
