@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
@@ -116,7 +118,12 @@ func stalledReason(ns, name string) string {
 	return c.Reason
 }
 
-var _ = Describe("Tenant-safe verification", func() {
+type target struct{ ns, key string }
+
+// unpoliced is a key issued in a namespace that no policy selects, before deny by default.
+var unpoliced target
+
+var _ = Describe("Tenant-safe verification", Ordered, ContinueOnFailure, func() {
 	Context("grants come from the operator", func() {
 		It("keeps a scope that a policy forbids closed when a namespace editor adds it to an ApiKey with a key", func() {
 			team := map[string]string{"tenant.keysmith.dev/team": "grant-block"}
@@ -141,6 +148,7 @@ var _ = Describe("Tenant-safe verification", func() {
 		It("opens an added scope once the operator has granted it", func() {
 			ns := newNamespace(nil)
 			_, key := issue(ns, "svc", "users:read")
+			unpoliced = target{ns: ns, key: key}
 			update(ns, "svc", func(ak *v1alpha1.ApiKey) { ak.Spec.Scopes = append(ak.Spec.Scopes, "users:write") })
 			Eventually(func() []string { return get(ns, "svc").Status.Keys[0].Scopes }, eventually, poll).Should(ConsistOf("users:read", "users:write"))
 			Eventually(func() verify.Code { return httpCode(key, "users:write") }, eventually, poll).Should(Equal(verify.CodeValid))
@@ -169,8 +177,7 @@ var _ = Describe("Tenant-safe verification", func() {
 		})
 	})
 
-	Context("with no manager running", Ordered, ContinueOnFailure, func() {
-		type target struct{ ns, key string }
+	Context("with no manager running", func() {
 		var disable, revokeOne, revokeAll, deleted, narrowed, blocked target
 
 		BeforeAll(func() {
@@ -246,6 +253,45 @@ var _ = Describe("Tenant-safe verification", func() {
 			Expect(took).To(BeNumerically("<", 4*time.Second), "the watch grace (2 s) plus one probe listing (1 s)")
 			Expect(httpCode(blocked.key)).To(Equal(verify.CodeRevoked))
 			Expect(verifier.Verifier.Index.Ready()).To(Succeed(), "answers from the probe's lists, which are current")
+		})
+	})
+
+	Context("deny by default (--require-policy)", func() {
+		BeforeAll(func() {
+			stopManager() // the first manager, if a spec before left it running
+			mgr, err := operator.NewManager(cfg, operator.Options{
+				MetricsBindAddress: "0", HealthProbeBindAddress: "0", RequirePolicy: true,
+				Verify: verify.Options{HTTPAddress: "0", GRPCAddress: "0", AuditSink: GinkgoT().TempDir() + "/manager-audit.log"},
+			})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(run(mgr))
+		})
+
+		It("issues no key in a namespace that no policy grants scopes, with a clear message, until one does", func() {
+			team := map[string]string{"tenant.keysmith.dev/team": "deny-default"}
+			ns := newNamespace(team)
+			Expect(k8s.Create(ctx, &v1alpha1.ApiKey{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "svc"},
+				Spec:       v1alpha1.ApiKeySpec{Scopes: []string{"users:read"}, SecretName: "svc-key"},
+			})).To(Succeed())
+			Eventually(func() string { return stalledReason(ns, "svc") }, eventually, poll).Should(Equal(v1alpha1.ReasonPolicyViolation))
+			c := meta.FindStatusCondition(get(ns, "svc").Status.Conditions, v1alpha1.ConditionStalled)
+			Expect(c.Message).To(ContainSubstring("no ApiKeyPolicy with allowedScopes selects namespace " + ns))
+			Expect(c.Message).To(ContainSubstring("--require-policy"))
+			Expect(get(ns, "svc").Status.Keys).To(BeEmpty())
+			Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "svc-key"}, &corev1.Secret{}))).To(BeTrue(), "no Secret")
+
+			By("a policy that grants scopes to the namespace lets the key be issued")
+			policy("deny-default-grant", team, v1alpha1.EnforcementBlock, "users:*")
+			Eventually(func() bool {
+				return meta.IsStatusConditionTrue(get(ns, "svc").Status.Conditions, v1alpha1.ConditionReady)
+			}, eventually, poll).Should(BeTrue())
+		})
+
+		It("grants nothing to keys issued before in namespaces without such a policy", func() {
+			Expect(unpoliced.key).NotTo(BeEmpty())
+			Eventually(func() verify.Code { return httpCode(unpoliced.key, "users:read") }, eventually, poll).Should(Equal(verify.CodeInsufficientScope))
+			Expect(get(unpoliced.ns, "svc").Status.Keys[0].Scopes).To(BeEmpty())
 		})
 	})
 })
