@@ -2,12 +2,15 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -27,7 +30,7 @@ type effective struct {
 // defaults (built in, or from the ApiKeyPolicies that apply).
 func validate(ak *v1alpha1.ApiKey, pol policy.Result) (effective, error) {
 	if errs := ak.Spec.Validate(); len(errs) > 0 {
-		return effective{}, errs.ToAggregate()
+		return effective{}, withoutValues(errs)
 	}
 	s, err := ak.Spec.EffectiveWith(pol.Defaults)
 	if err != nil {
@@ -41,6 +44,20 @@ func validate(ak *v1alpha1.ApiKey, pol policy.Result) (effective, error) {
 		UnusedAfter:   v1alpha1.Get(s.RevokeUnusedAfter),
 		ExpiryWarning: s.ExpiryWarning.Duration,
 	}}, nil
+}
+
+// withoutValues describes validation errors by field and rule only: the values are user input (a key
+// pasted into the wrong field, for one) and go into a condition and an event, which never repeat it.
+func withoutValues(errs field.ErrorList) error {
+	parts := make([]string, 0, len(errs))
+	for _, e := range errs {
+		part := e.Field + ": " + e.Type.String()
+		if e.Detail != "" {
+			part += ": " + e.Detail
+		}
+		parts = append(parts, part)
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // desiredStatus is the status once the plan is carried out. issued is the key list with a new key, or nil.
