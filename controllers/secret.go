@@ -20,6 +20,12 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
+// CachedKeyHash is the data entry under which the manager's Secret cache keeps `sha256:<hex>` of the
+// Secret's api-key instead of the key itself (internal/operator/secretcache.go). Its name holds a '/',
+// which no Secret data key may: the API server never stores nor accepts it, so nobody can forge it, a
+// Secret read from the API server never has it, and a cached Secret sent back by mistake is refused.
+const CachedKeyHash = "keysmith.dev/api-key-sha256"
+
 // observeSecret reads the ApiKey's Secret and classifies it against status. The cache only holds Secrets
 // labelled as keysmith's; whenever it shows anything but the current key, the Secret is read again from
 // the API server, because the cache may lag behind keysmith's own last write (acting on that lag would
@@ -50,25 +56,66 @@ func (r *ApiKeyReconciler) classify(ctx context.Context, c client.Reader, name t
 	if err != nil {
 		return 0, fmt.Errorf("reading Secret %s: %w", name, err)
 	}
-	hash := ""
-	if v := secret.Data[v1alpha1.SecretKeyAPIKey]; len(v) > 0 {
-		hash = keys.Hash(string(v))
-	}
 	owned := metav1.IsControlledBy(secret, ak) && secret.Type == v1alpha1.SecretType
-	return rotation.ClassifySecret(true, owned, hash, ak.Status.Keys, ak.Status.CurrentKeyID), nil
+	return rotation.ClassifySecret(true, owned, keyHash(secret), ak.Status.Keys, ak.Status.CurrentKeyID), nil
+}
+
+// keyHash is sha256:<hex> of the Secret's api-key, "" when it holds none. A Secret from the manager's
+// cache has no api-key but carries that hash; one read from the API server never has the cache's entry.
+func keyHash(s *corev1.Secret) string {
+	if h, ok := s.Data[CachedKeyHash]; ok {
+		return string(h)
+	}
+	if v := s.Data[v1alpha1.SecretKeyAPIKey]; len(v) > 0 {
+		return keys.Hash(string(v))
+	}
+	return ""
+}
+
+// cached reports whether s is the manager cache's copy of a Secret: no key, no data but key-id and
+// expires-at, bounded metadata. It is never written back.
+func cached(s *corev1.Secret) bool {
+	_, ok := s.Data[CachedKeyHash]
+	return ok
+}
+
+// forWrite returns the Secret as the API server holds it, for keysmith to write: s itself when it was
+// read from the API server, otherwise a fresh read, which must still be the version s is (else a
+// conflict, looked at again shortly: an update carrying s's resourceVersion would have failed the same
+// way). One read, never a write: the write budgets stay as they are.
+func (r *ApiKeyReconciler) forWrite(ctx context.Context, s *corev1.Secret) (*corev1.Secret, error) {
+	if !cached(s) {
+		return s, nil
+	}
+	cur := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), cur)
+	if apierrors.IsNotFound(err) || (err == nil && (cur.UID != s.UID || cur.ResourceVersion != s.ResourceVersion)) {
+		return nil, apierrors.NewConflict(corev1.Resource("secrets"), s.Name, errors.New("the Secret changed since the cache showed it"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	return cur, nil
 }
 
 // writeSecret creates the Secret or replaces its key. existing is what observeSecret read (empty when the
 // Secret is missing). An update carries existing's resourceVersion, so a concurrent change fails instead of
-// being overwritten; Create fails on a Secret that appeared meanwhile, so nothing is ever adopted.
+// being overwritten; Create fails on a Secret that appeared meanwhile, so nothing is ever adopted. An
+// update starts from the API server's copy (forWrite), never the cache's.
 func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey, existing *corev1.Secret, plaintext string, k v1alpha1.IssuedKey) error {
-	s := existing.DeepCopy()
-	create := s.ResourceVersion == ""
+	create := existing.ResourceVersion == ""
+	var s *corev1.Secret
 	if create {
 		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: ak.Spec.SecretName}, Type: v1alpha1.SecretType}
 		if err := controllerutil.SetControllerReference(ak, s, r.Scheme); err != nil {
 			return err
 		}
+	} else {
+		cur, err := r.forWrite(ctx, existing)
+		if err != nil {
+			return err
+		}
+		s = cur.DeepCopy()
 	}
 	applySecretMetadata(ak, s)
 	s.Data = map[string][]byte{
@@ -81,8 +128,12 @@ func (r *ApiKeyReconciler) writeSecret(ctx context.Context, ak *v1alpha1.ApiKey,
 
 // saveSecret creates or updates s, the one way keysmith writes its Secrets: the write is tracked as
 // keysmith's own (its watch event then triggers nothing), and an error names the Secret and the refused
-// fields, never the data.
+// fields, never the data. A copy from the cache is refused: it would wipe the key (the API server refuses
+// it too, for its data key).
 func (r *ApiKeyReconciler) saveSecret(ctx context.Context, s *corev1.Secret, create bool, doing string) error {
+	if cached(s) {
+		return fmt.Errorf("%s Secret %s/%s: refusing to write the cache's copy", doing, s.Namespace, s.Name)
+	}
 	err := r.ownSecrets.track(client.ObjectKeyFromObject(s), func() (string, error) {
 		var err error
 		if create {
@@ -100,12 +151,28 @@ func (r *ApiKeyReconciler) saveSecret(ctx context.Context, s *corev1.Secret, cre
 
 // repairSecretMetadata puts back keysmith's labels, the template's metadata and the key-id and expires-at
 // entries when someone changed them (one write, only then). The key itself is never rewritten here:
-// keysmith does not keep it.
+// keysmith does not keep it. Drift seen in the cache's copy is checked again on the API server's copy,
+// which is the one written.
 func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha1.ApiKey, s *corev1.Secret) error {
 	k := findKey(ak.Status.Keys, ak.Status.CurrentKeyID)
-	if k == nil {
+	if k == nil || repaired(ak, k, s) == nil {
 		return nil
 	}
+	cur, err := r.forWrite(ctx, s)
+	if err != nil {
+		return err
+	}
+	want := repaired(ak, k, cur)
+	if want == nil {
+		// What differed was only the cache's bounds (a label beyond its count, an annotation kept as a hash).
+		return nil
+	}
+	return r.saveSecret(ctx, want, false, "repairing")
+}
+
+// repaired returns a copy of s with keysmith's metadata and the current key's key-id and expires-at, or
+// nil when s has them already.
+func repaired(ak *v1alpha1.ApiKey, k *v1alpha1.IssuedKey, s *corev1.Secret) *corev1.Secret {
 	want := s.DeepCopy()
 	applySecretMetadata(ak, want)
 	if want.Data == nil {
@@ -116,16 +183,20 @@ func (r *ApiKeyReconciler) repairSecretMetadata(ctx context.Context, ak *v1alpha
 	if equality.Semantic.DeepEqual(want.ObjectMeta, s.ObjectMeta) && equality.Semantic.DeepEqual(want.Data, s.Data) {
 		return nil
 	}
-	return r.saveSecret(ctx, want, false, "repairing")
+	return want
 }
 
 // emptySecret removes the key from the Secret (spec.disabled), keeping the Secret so that workloads
 // mounting it keep starting. Only keysmith's own Secret is touched.
 func (r *ApiKeyReconciler) emptySecret(ctx context.Context, s *corev1.Secret) error {
-	if len(s.Data[v1alpha1.SecretKeyAPIKey]) == 0 && len(s.Data[v1alpha1.SecretKeyKeyID]) == 0 {
+	if keyHash(s) == "" && len(s.Data[v1alpha1.SecretKeyKeyID]) == 0 {
 		return nil
 	}
-	empty := s.DeepCopy()
+	cur, err := r.forWrite(ctx, s)
+	if err != nil {
+		return err
+	}
+	empty := cur.DeepCopy()
 	empty.Data = map[string][]byte{v1alpha1.SecretKeyAPIKey: {}, v1alpha1.SecretKeyKeyID: {}, v1alpha1.SecretKeyExpiresAt: {}}
 	return r.saveSecret(ctx, empty, false, "emptying")
 }

@@ -119,7 +119,7 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		LeaseDuration:                 orDefault(o.LeaseDuration, DefaultLeaseDuration),
 		RenewDeadline:                 orDefault(o.RenewDeadline, DefaultRenewDeadline),
 		RetryPeriod:                   orDefault(o.RetryPeriod, DefaultRetryPeriod),
-		Cache:                         cacheOptions(v, map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: SecretSelector()}}),
+		Cache:                         cacheOptions(v, map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: SecretSelector(), Transform: transformSecret}}),
 	})
 	if err != nil {
 		return nil, err
