@@ -104,6 +104,7 @@ chaos: controlplane build ## Fault suite: manager and verifier as processes, kil
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (CI runs a short round).
 	$(GO) test ./internal/keys -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/rotation -run '^$$' -fuzz '^FuzzParseRevokeRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzAuthzHeaders$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzVerifyBody$$' -fuzztime $(FUZZTIME)
 

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -510,3 +511,39 @@ func TestRequestHandled(t *testing.T) {
 		t.Errorf("RequestDigest = %q", d)
 	}
 }
+
+// FuzzParseRevokeRequest: any annotation value parses without panicking, yields only 12-hex-digit ids,
+// and is never repeated in the problem it reports.
+func FuzzParseRevokeRequest(f *testing.F) {
+	for _, seed := range []string{"all", "aaaaaaaaaaaa", "aaaaaaaaaaaa, bbbbbbbbbbbb", pastedKey, "all," + pastedKey, "", ",,,", "the leaked one", strings.Repeat("a,", 100)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		ids, all, problem := ParseRevokeRequest(v)
+		if problem != "" {
+			if len(ids) > 0 || all {
+				t.Fatalf("a problem and something to revoke: %v %v %q", ids, all, problem)
+			}
+			if !problemShape.MatchString(problem) {
+				t.Fatalf("problem %q is not one of the fixed messages (it may repeat the value)", problem)
+			}
+			return
+		}
+		if len(ids) > MaxRevokeEntries {
+			t.Fatalf("%d ids", len(ids))
+		}
+		for _, id := range ids {
+			if !keyIDPattern.MatchString(id) {
+				t.Fatalf("id %q", id)
+			}
+		}
+		if d := RequestDigest(v); v != "" && !digestShape.MatchString(d) {
+			t.Fatalf("digest %q", d)
+		}
+	})
+}
+
+var (
+	problemShape = regexp.MustCompile(`^keysmith\.dev/revoke (has more than 64 entries|entry [0-9]+ is not "all", a 12-hex-digit key id or a key|is empty); no key was revoked$`)
+	digestShape  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
