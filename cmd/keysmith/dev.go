@@ -34,7 +34,13 @@ func runDev(args []string) error {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
 	o.LeaderElection = false
-	if o.MetricsBindAddress == ":8080" {
+	// Locally, /metrics is plain HTTP on the loopback interface unless --metrics-secure is given.
+	metricsSecureSet := false
+	flags.Visit(func(f *flag.Flag) { metricsSecureSet = metricsSecureSet || f.Name == "metrics-secure" })
+	if !metricsSecureSet {
+		o.InsecureMetrics = true
+	}
+	if o.MetricsBindAddress == ":8443" {
 		o.MetricsBindAddress = "127.0.0.1:8080"
 	}
 	if o.HealthProbeBindAddress == ":8081" {
@@ -112,8 +118,9 @@ Verify the sample key (the verifier runs in the operator; audit records go to %[
   curl -s http://%[3]s/v1/verify -d "{\"key\":\"$KEY\",\"scopes\":[\"users:read\"]}"; echo
   curl -si http://%[3]s/authz -H "Authorization: Bearer $KEY" -H "X-Required-Scopes: roles:manage"
 
+%[5]s
 Press Ctrl-C to stop everything.
-`, kubeconfig, kubectl, mgr.Verifier.HTTPAddr(), o.Verify.AuditSink)
+`, kubeconfig, kubectl, mgr.Verifier.HTTPAddr(), o.Verify.AuditSink, metricsHint(o))
 	return <-errc
 }
 
@@ -157,4 +164,16 @@ func applySamples(ctx context.Context, c client.Client, fsys fs.FS, dir string) 
 		fmt.Printf(">> applied %s %s/%s\n", u.GetKind(), u.GetNamespace(), u.GetName())
 	}
 	return nil
+}
+
+// metricsHint tells how to read /metrics: plain HTTP locally, unless --metrics-secure was given.
+func metricsHint(o *operator.Options) string {
+	switch {
+	case o.MetricsBindAddress == "0":
+		return ""
+	case o.InsecureMetrics:
+		return fmt.Sprintf("Metrics (plain HTTP locally; --metrics-secure serves them as in a cluster):\n\n  curl -s http://%s/metrics | grep '^keysmith_'\n", o.MetricsBindAddress)
+	default:
+		return fmt.Sprintf("Metrics: https://%s/metrics, for a bearer token of a user allowed to get /metrics.\n", o.MetricsBindAddress)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strconv"
 
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,7 +22,7 @@ func managerFlags(fs *flag.FlagSet) (*operator.Options, *zap.Options) {
 	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", operator.DefaultLeaseDuration, "How long a Lease holder that stopped renewing keeps it; a replica killed without releasing it is replaced after about this long.")
 	fs.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", operator.DefaultRenewDeadline, "How long the leader keeps trying to renew before it gives up leadership (and exits, to be restarted).")
 	fs.DurationVar(&o.RetryPeriod, "leader-election-retry-period", operator.DefaultRetryPeriod, "How often the leader renews and the other replicas try to acquire the Lease.")
-	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
+	metricsFlags(fs, &o.MetricsBindAddress, &o.InsecureMetrics, &o.MetricsCertDir)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; \"0\" disables them.")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "ApiKeys reconciled in parallel.")
 	fs.BoolVar(&o.RequirePolicy, "require-policy", false, "Deny by default: an ApiKey gets no key unless an ApiKeyPolicy with allowedScopes selects its namespace (it goes Stalled, reason PolicyViolation).")
@@ -63,3 +64,32 @@ func start(zo *zap.Options, build func(*rest.Config) (*operator.Manager, error),
 	ctrl.Log.WithName("setup").Info(msg, kv...)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
+
+// metricsFlags binds the /metrics flags the manager and the verifier share.
+func metricsFlags(fs *flag.FlagSet, bindAddress *string, insecure *bool, certDir *string) {
+	fs.StringVar(bindAddress, "metrics-bind-address", ":8443", "Address of the Prometheus /metrics endpoint (HTTPS unless --metrics-secure=false); \"0\" disables it.")
+	fs.Var(negatedBool{insecure}, "metrics-secure", "Serve /metrics over HTTPS and only to callers whose bearer token the API server accepts and who may get the non-resource URL /metrics (ClusterRole keysmith-metrics-reader). false serves plain HTTP to anyone who can reach the port: for local runs only.")
+	fs.StringVar(certDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for /metrics, reloaded when they change (for example a mounted cert-manager Secret); empty: a self-signed certificate generated at start.")
+}
+
+// negatedBool is a boolean flag that stores the opposite of its value, so that an option whose zero value
+// is the secure default can be set by a flag that reads positively.
+type negatedBool struct{ p *bool }
+
+func (b negatedBool) String() string {
+	if b.p == nil {
+		return ""
+	}
+	return strconv.FormatBool(!*b.p)
+}
+
+func (b negatedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*b.p = !v
+	return nil
+}
+
+func (b negatedBool) IsBoolFlag() bool { return true }

@@ -13,11 +13,11 @@ import (
 func runVerifier(args []string) error {
 	fs := flag.NewFlagSet("keysmith verifier", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: keysmith verifier [flags]\n\nRuns only the verification service (no controller, no leader election, no Secret access), for a\ndedicated Deployment that scales horizontally. Needs get/list/watch on apikeys and patch on apikeys/status.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: keysmith verifier [flags]\n\nRuns only the verification service (no controller, no leader election, no Secret access), for a\ndedicated Deployment that scales horizontally. Needs get/list/watch on apikeys, patch on apikeys/status,\nand create on tokenreviews and subjectaccessreviews for the authenticated /metrics (--metrics-secure).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	o := operator.VerifierOptions{}
-	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
+	metricsFlags(fs, &o.MetricsBindAddress, &o.InsecureMetrics, &o.MetricsCertDir)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; \"0\" disables them.")
 	o.Verify.BindFlags(fs)
 	zo := &zap.Options{}

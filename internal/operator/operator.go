@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/controllers"
@@ -39,6 +38,13 @@ type Options struct {
 	MetricsBindAddress                        string
 	HealthProbeBindAddress                    string
 	MaxConcurrentReconciles                   int
+	// InsecureMetrics serves /metrics over plain HTTP to anyone who can reach it (--metrics-secure=false,
+	// for local runs). By default /metrics is HTTPS and every scrape is authenticated and authorized
+	// with the API server (metricsServerOptions).
+	InsecureMetrics bool
+	// MetricsCertDir holds tls.crt and tls.key for /metrics (reloaded when they change); empty means a
+	// self-signed certificate.
+	MetricsCertDir string
 	// RequirePolicy denies by default: ApiKeys in namespaces that no ApiKeyPolicy with allowedScopes
 	// selects get no key.
 	RequirePolicy bool
@@ -108,9 +114,13 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 	scheme := Scheme()
 	cfg = rest.CopyConfig(cfg)
 	cfg.DisableCompression = true
+	metricsOpts, err := metricsServerOptions(o.MetricsBindAddress, o.InsecureMetrics, o.MetricsCertDir)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                o.LeaderElection,
 		LeaderElectionID:              LeaderElectionID,
@@ -157,6 +167,9 @@ type VerifierOptions struct {
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
 	Verify                 verify.Options
+	// InsecureMetrics and MetricsCertDir: as in Options.
+	InsecureMetrics bool
+	MetricsCertDir  string
 }
 
 // NewVerifierManager builds a manager that only verifies: no controller, no leader election, no Secret
@@ -174,9 +187,13 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 			byObject.Namespaces[ns] = cache.Config{}
 		}
 	}
+	metricsOpts, err := metricsServerOptions(o.MetricsBindAddress, o.InsecureMetrics, o.MetricsCertDir)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                metricsOpts,
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
 		Cache:                  cacheOptions(v, map[client.Object]cache.ByObject{&v1alpha1.ApiKey{}: byObject}),
 	})

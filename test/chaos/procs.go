@@ -50,7 +50,8 @@ func freePort() string {
 func newProc(dir, name, kubeconfig string, sub string, extra ...string) *proc {
 	p := &proc{name: name, log: filepath.Join(dir, name+".log"), verifyAddr: freePort(), healthAddr: freePort(), metricsAdr: freePort()}
 	p.args = append([]string{sub,
-		"--metrics-bind-address=" + p.metricsAdr, "--health-probe-bind-address=" + p.healthAddr,
+		// samples reads /metrics over plain HTTP without a token: the local setting.
+		"--metrics-bind-address=" + p.metricsAdr, "--metrics-secure=false", "--health-probe-bind-address=" + p.healthAddr,
 		"--verify-http-address=" + p.verifyAddr, "--verify-grpc-address=0",
 		"--verify-audit-sink=" + filepath.Join(dir, name+"-audit.log"),
 	}, extra...)
