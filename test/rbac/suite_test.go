@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/internal/operator"
@@ -45,6 +46,7 @@ const (
 )
 
 var (
+	env       *envtest.Environment
 	cfg       *rest.Config // the envtest administrator (system:masters)
 	k8s       client.Client
 	clientset *kubernetes.Clientset
@@ -58,9 +60,9 @@ func TestRBAC(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(&logs, GinkgoWriter))))
-	env, c, err := testenv.StartWith(nil) // envtest runs kube-apiserver with --authorization-mode=RBAC
+	e, c, err := testenv.StartWith(nil) // envtest runs kube-apiserver with --authorization-mode=RBAC
 	Expect(err).NotTo(HaveOccurred())
-	cfg = c
+	env, cfg = e, c
 	DeferCleanup(func() { Expect(env.Stop()).To(Succeed()) })
 	k8s, err = client.New(cfg, client.Options{Scheme: operator.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
@@ -169,4 +171,22 @@ func kustomize(dir string) []byte {
 	out, err := cmd.Output()
 	Expect(err).NotTo(HaveOccurred(), fmt.Sprintf("kustomize build %s: %s", dir, stderr.String()))
 	return out
+}
+
+// kubectl runs the control plane's kubectl (built by make controlplane next to kube-apiserver) as the
+// administrator and returns its combined output.
+func kubectl(args ...string) (string, error) {
+	GinkgoHelper()
+	assets, err := testenv.Assets()
+	Expect(err).NotTo(HaveOccurred())
+	bin := filepath.Join(assets, "kubectl")
+	Expect(bin).To(BeAnExistingFile(), "make controlplane builds kubectl")
+	user, err := env.AddUser(envtest.User{Name: "rbac-test-admin", Groups: []string{"system:masters"}}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	kc, err := user.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(os.WriteFile(path, kc, 0o600)).To(Succeed())
+	out, err := exec.Command(bin, append([]string{"--kubeconfig", path}, args...)...).CombinedOutput()
+	return string(out), err
 }

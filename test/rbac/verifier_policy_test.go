@@ -3,6 +3,7 @@ package rbac
 import (
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -296,6 +297,18 @@ var _ = Describe("The standalone verifier's ServiceAccount", Ordered, func() {
 			ak.Status = v1alpha1.ApiKeyStatus{}
 		}),
 	)
+
+	It("is refused the README's check: a server-side dry run of a status change as the ServiceAccount", func() {
+		f := newFixture()
+		manifest := filepath.Join(GinkgoT().TempDir(), "check.yaml")
+		Expect(os.WriteFile(manifest, []byte("apiVersion: keysmith.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: "+f.name+", namespace: "+f.ns+"}\nstatus: {currentKeyID: x}\n"), 0o600)).To(Succeed())
+		out, err := kubectl("apply", "--server-side", "--subresource=status", "--force-conflicts", "--field-manager=policy-check",
+			"--dry-run=server", "--as="+serviceAccountUser(systemNamespace, verifierSA), "-f", manifest)
+		GinkgoWriter.Println(out)
+		Expect(err).To(HaveOccurred(), out)
+		Expect(out).To(And(ContainSubstring("Error from server (Forbidden)"), ContainSubstring(policyMessage+"; refused: status.currentKeyID")))
+		Expect(f.get().Status.CurrentKeyID).To(Equal(f.active))
+	})
 
 	It("cannot edit the spec or metadata: RBAC refuses the ApiKey itself, and the status subresource ignores them", func() {
 		f := newFixture()
