@@ -147,7 +147,10 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 		KeyPrefix:     o.KeyPrefix,
 		RequirePolicy: o.RequirePolicy,
 	}
-	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
+	// A process may build a manager again once the previous one stopped (the suites restart it as a
+	// crash would), so controller-runtime's process-wide check for duplicate controller names is off.
+	skipNameValidation := true
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles, SkipNameValidation: &skipNameValidation}); err != nil {
 		return nil, err
 	}
 	if err := addProbes(mgr); err != nil {
@@ -214,7 +217,7 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 // and byObject narrowing what is cached.
 func cacheOptions(v *verify.Verifier, byObject map[client.Object]cache.ByObject) cache.Options {
 	return cache.Options{
-		NewInformer:              newInformer,
+		NewInformer:              newInformer(v.Index),
 		DefaultTransform:         cache.TransformStripManagedFields(),
 		DefaultWatchErrorHandler: v.WatchErrorHandler,
 		ByObject:                 byObject,
