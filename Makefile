@@ -107,6 +107,8 @@ fuzz: ## Run every fuzz target for FUZZTIME (CI runs a short round).
 	$(GO) test ./internal/rotation -run '^$$' -fuzz '^FuzzParseRevokeRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzAuthzHeaders$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzVerifyBody$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzScopeShape$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzConstraints$$' -fuzztime $(FUZZTIME)
 
 .PHONY: vulncheck
 vulncheck: ## govulncheck over ./... against the offline database pinned in hack/vulndb (fails on reachable vulnerabilities).

@@ -1,21 +1,26 @@
 package verify
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 // AuditRecord is one line of the audit trail: one per decision. It never holds a key; for a key that is
-// not found it holds a short fingerprint (the id the key would have).
+// not found it holds a short fingerprint (the id the key would have). Caller, method and path are cut to
+// bounded lengths (Truncated says so), required scopes and constraints are validated before any decision.
 type AuditRecord struct {
 	Time        time.Time `json:"time"`
 	Code        Code      `json:"code"`
@@ -24,86 +29,336 @@ type AuditRecord struct {
 	Name        string    `json:"name,omitempty"`
 	Fingerprint string    `json:"fingerprint,omitempty"`
 	Scopes      []string  `json:"requiredScopes,omitempty"`
-	Caller      string    `json:"caller,omitempty"`
-	Method      string    `json:"method,omitempty"`
-	Path        string    `json:"path,omitempty"`
-	LatencyUS   float64   `json:"latencyMicros"`
+	// AcceptNamespaces and AcceptEnvironment are the request's constraints.
+	AcceptNamespaces  []string             `json:"acceptNamespaces,omitempty"`
+	AcceptEnvironment v1alpha1.Environment `json:"acceptEnvironment,omitempty"`
+	Caller            string               `json:"caller,omitempty"`
+	Method            string               `json:"method,omitempty"`
+	Path              string               `json:"path,omitempty"`
+	Truncated         bool                 `json:"truncated,omitempty"`
+	LatencyUS         float64              `json:"latencyMicros"`
+}
+
+// Bounds of what an audit record keeps of a request.
+const (
+	MaxAuditCaller = 64
+	MaxAuditMethod = 32
+	MaxAuditPath   = 1024
+	// auditRecordCost is what a queued record costs besides its own strings: the struct, its slices and
+	// its slot in the queue.
+	auditRecordCost = 320
+	// MinAuditQueueBytes is the smallest byte bound accepted for the queue: a few of the largest records.
+	MinAuditQueueBytes = 64 << 10
+	// DefaultAuditQueueBytes is the default byte bound of the queue.
+	DefaultAuditQueueBytes = 8 << 20
+)
+
+// Why an audit record was not written: the reason label of keysmith_verify_audit_dropped_total.
+const (
+	// DropQueueFull: the queue held its maximum of records or of bytes (the sink is too slow).
+	DropQueueFull = "queue_full"
+	// DropWriteError: the record was in a batch that the sink failed to write.
+	DropWriteError = "write_error"
+	// DropClosed: the decision came after the audit trail closed at shutdown.
+	DropClosed = "closed"
+)
+
+// DropReasons lists every reason, for metrics and tests.
+var DropReasons = []string{DropQueueFull, DropWriteError, DropClosed}
+
+// AuditOptions configure an Auditor.
+type AuditOptions struct {
+	// Queue and QueueBytes bound the records waiting for the sink, by count and by their size in memory.
+	Queue      int
+	QueueBytes int64
+	Log        logr.Logger
+	// Metrics counts drops and write errors; nil counts them only in the Auditor.
+	Metrics *Metrics
 }
 
 // Auditor writes audit records as JSON lines from a single goroutine, so that verification never waits
-// on the sink. When the queue is full a record is dropped, counted in a metric, and reported in the log:
-// never silently.
+// on the sink. A record that is not written is counted (by reason, in a metric and in the Auditor) and
+// reported in the log: when the queue is full, when the sink fails a write, and when a decision comes after
+// the trail has closed. Never silently.
 type Auditor struct {
-	queue   chan AuditRecord
-	out     *bufio.Writer
-	log     logr.Logger
-	dropped atomic.Int64
-	onDrop  func()
-	done    chan struct{}
-	once    sync.Once
+	queue    chan queuedRecord
+	maxBytes int64
+	pending  atomic.Int64 // bytes queued
+	sink     io.Writer
+	log      logr.Logger
+	metrics  *Metrics
+
+	dropped     map[string]*atomic.Int64
+	writeErrors atomic.Int64
+	lastErr     atomic.Value // error
+	lateLogged  atomic.Bool
+
+	mu     sync.RWMutex // held for reading while a record is queued; for writing to close
+	closed bool
+	done   chan struct{}
 }
 
-// NewAuditor returns an auditor writing to w with room for queue pending records.
-func NewAuditor(w io.Writer, queue int, log logr.Logger, onDrop func()) *Auditor {
-	return &Auditor{queue: make(chan AuditRecord, queue), out: bufio.NewWriterSize(w, 64<<10), log: log, onDrop: onDrop, done: make(chan struct{})}
+type queuedRecord struct {
+	rec  AuditRecord
+	size int64
+}
+
+// NewAuditor returns an auditor writing to w.
+func NewAuditor(w io.Writer, o AuditOptions) *Auditor {
+	if o.Queue <= 0 {
+		o.Queue = 65536
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultAuditQueueBytes
+	}
+	a := &Auditor{queue: make(chan queuedRecord, o.Queue), maxBytes: o.QueueBytes, sink: w, log: o.Log, metrics: o.Metrics,
+		dropped: map[string]*atomic.Int64{}, done: make(chan struct{})}
+	for _, r := range DropReasons {
+		a.dropped[r] = new(atomic.Int64)
+	}
+	return a
 }
 
 // Record queues the record of one decision.
-func (a *Auditor) Record(now time.Time, r Result, key string, required []string, req RequestInfo, latency time.Duration) {
-	rec := AuditRecord{Time: now.UTC(), Code: r.Code, Scopes: required, Caller: req.Caller, Method: req.Method, Path: req.Path,
-		LatencyUS: float64(latency.Nanoseconds()) / 1e3}
+func (a *Auditor) Record(now time.Time, r Result, req Request, info RequestInfo, latency time.Duration) {
+	rec := AuditRecord{Time: now.UTC(), Code: r.Code, LatencyUS: float64(latency.Nanoseconds()) / 1e3}
 	if e := r.Entry; e != nil {
 		rec.KeyID, rec.Namespace, rec.Name = e.KeyID, e.Namespace, e.Name
 	} else if r.Code == CodeNotFound {
-		rec.Fingerprint = keys.ID(key)
+		rec.Fingerprint = keys.ID(req.Key)
+	}
+	size := auditRecordCost + rec.own(req, info)
+
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		a.drop(DropClosed, 1)
+		if a.lateLogged.CompareAndSwap(false, true) {
+			a.log.Info("a decision came after the audit trail closed: its record is counted, not written", "reason", DropClosed)
+		}
+		return
+	}
+	if a.pending.Add(size) > a.maxBytes {
+		a.pending.Add(-size)
+		a.drop(DropQueueFull, 1)
+		return
 	}
 	select {
-	case a.queue <- rec:
+	case a.queue <- queuedRecord{rec: rec, size: size}:
 	default:
-		a.dropped.Add(1)
-		if a.onDrop != nil {
-			a.onDrop()
+		a.pending.Add(-size)
+		a.drop(DropQueueFull, 1)
+	}
+}
+
+// own fills the request's part of rec with copies cut to the audit bounds, made in one allocation, so
+// that a queued record never keeps a request's headers alive. It returns the bytes it holds.
+func (rec *AuditRecord) own(req Request, info RequestInfo) int64 {
+	scopes, namespaces := req.Scopes, req.Accept.Namespaces
+	cut := false
+	if len(scopes) > MaxRequiredScopes {
+		scopes, cut = scopes[:MaxRequiredScopes], true
+	}
+	if len(namespaces) > MaxNamespaces {
+		namespaces, cut = namespaces[:MaxNamespaces], true
+	}
+	parts := make([]string, 0, 4+len(scopes)+len(namespaces))
+	add := func(s string, n int) {
+		s, c := truncate(s, n)
+		cut = cut || c
+		parts = append(parts, s)
+	}
+	add(info.Caller, MaxAuditCaller)
+	add(info.Method, MaxAuditMethod)
+	add(info.Path, MaxAuditPath)
+	add(string(req.Accept.Environment), len(v1alpha1.EnvironmentLive))
+	for _, s := range scopes {
+		add(s, MaxScopeLength)
+	}
+	for _, s := range namespaces {
+		add(s, MaxScopeLength)
+	}
+	all, off := strings.Join(parts, ""), 0
+	for i, p := range parts {
+		parts[i], off = all[off:off+len(p)], off+len(p)
+	}
+	rec.Caller, rec.Method, rec.Path, rec.AcceptEnvironment = parts[0], parts[1], parts[2], v1alpha1.Environment(parts[3])
+	lists := parts[4:]
+	if len(scopes) > 0 {
+		rec.Scopes = lists[:len(scopes):len(scopes)]
+	}
+	if len(namespaces) > 0 {
+		rec.AcceptNamespaces = lists[len(scopes):]
+	}
+	rec.Truncated = cut
+	return int64(len(all) + 16*len(parts))
+}
+
+// truncate cuts s to at most n bytes, at a character boundary.
+func truncate(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n], true
+}
+
+func (a *Auditor) drop(reason string, n int64) {
+	a.dropped[reason].Add(n)
+	if a.metrics != nil {
+		a.metrics.AuditDropped(reason, n)
+	}
+}
+
+// Dropped returns how many records were not written, for every reason.
+func (a *Auditor) Dropped() int64 {
+	n := int64(0)
+	for _, c := range a.dropped {
+		n += c.Load()
+	}
+	return n
+}
+
+// DroppedFor returns how many records were not written for reason.
+func (a *Auditor) DroppedFor(reason string) int64 { return a.dropped[reason].Load() }
+
+// WriteErrors returns how many writes to the sink failed.
+func (a *Auditor) WriteErrors() int64 { return a.writeErrors.Load() }
+
+// Run writes queued records until ctx ends, then closes the trail: later records are refused (and
+// counted), the queue is drained and the sink flushed.
+func (a *Auditor) Run(ctx context.Context) error {
+	defer close(a.done)
+	w := &auditWriter{a: a}
+	w.enc = json.NewEncoder(&w.buf)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var reported auditReport
+	for {
+		select {
+		case q := <-a.queue:
+			a.pending.Add(-q.size)
+			w.add(q.rec)
+			if len(a.queue) == 0 {
+				w.flush()
+			}
+		case <-tick.C:
+			w.flush()
+			reported = a.report(reported)
+		case <-ctx.Done():
+			// Once closed, no record enters the queue: the drain ends however busy the front ends are.
+			a.mu.Lock()
+			a.closed = true
+			a.mu.Unlock()
+			a.drainTo(w)
+			w.flush()
+			a.report(reported)
+			return nil
 		}
 	}
 }
 
-// Dropped returns how many records were dropped because the queue was full.
-func (a *Auditor) Dropped() int64 { return a.dropped.Load() }
-
-// Run writes queued records until ctx ends, then drains the queue and flushes.
-func (a *Auditor) Run(ctx context.Context) error {
-	defer close(a.done)
-	enc := json.NewEncoder(a.out)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	reported := int64(0)
-	write := func(rec AuditRecord) {
-		if err := enc.Encode(rec); err != nil {
-			a.log.Error(err, "writing an audit record")
-		}
-	}
+func (a *Auditor) drainTo(w *auditWriter) {
 	for {
 		select {
-		case rec := <-a.queue:
-			write(rec)
-			if len(a.queue) == 0 {
-				_ = a.out.Flush()
-			}
-		case <-tick.C:
-			_ = a.out.Flush()
-			if d := a.dropped.Load(); d != reported {
-				a.log.Info("audit records dropped: the audit sink is slower than the verification rate", "droppedTotal", d, "droppedSinceLastReport", d-reported)
-				reported = d
-			}
-		case <-ctx.Done():
-			for {
-				select {
-				case rec := <-a.queue:
-					write(rec)
-				default:
-					return a.out.Flush()
-				}
-			}
+		case q := <-a.queue:
+			a.pending.Add(-q.size)
+			w.add(q.rec)
+		default:
+			return
 		}
+	}
+}
+
+// auditReport is what the log was last told.
+type auditReport struct {
+	dropped, writeErrors int64
+}
+
+// report logs what was dropped and which writes failed since the last report.
+func (a *Auditor) report(last auditReport) auditReport {
+	now := auditReport{dropped: a.Dropped(), writeErrors: a.writeErrors.Load()}
+	if now.writeErrors != last.writeErrors {
+		err, _ := a.lastErr.Load().(error)
+		a.log.Error(err, "writing the audit trail failed: the records of the failed writes are lost (counted in keysmith_verify_audit_dropped_total{reason=\"write_error\"})",
+			"writeErrorsTotal", now.writeErrors, "writeErrorsSinceLastReport", now.writeErrors-last.writeErrors, "lostTotal", a.DroppedFor(DropWriteError))
+	}
+	if now.dropped != last.dropped {
+		a.log.Info("audit records dropped", "droppedTotal", now.dropped, "droppedSinceLastReport", now.dropped-last.dropped,
+			DropQueueFull, a.DroppedFor(DropQueueFull), DropWriteError, a.DroppedFor(DropWriteError), DropClosed, a.DroppedFor(DropClosed))
+	}
+	return now
+}
+
+// auditWriter batches encoded records for the sink. A failed write loses its batch, which is counted, but
+// not the writer: the next batch is written afresh, after a newline that ends a line the failed write may
+// have left torn.
+type auditWriter struct {
+	a       *Auditor
+	buf     bytes.Buffer
+	enc     *json.Encoder
+	records int  // records in buf
+	lead    int  // 1 when buf starts with the newline that ends a torn line
+	torn    bool // the sink's last line is incomplete
+}
+
+const auditBatchBytes = 64 << 10
+
+func (w *auditWriter) add(rec AuditRecord) {
+	if w.buf.Len() == 0 && w.torn {
+		w.buf.WriteByte('\n')
+		w.lead = 1
+	}
+	before := w.buf.Len()
+	if err := w.enc.Encode(rec); err != nil {
+		w.buf.Truncate(before)
+		w.failed(err, 1)
+		return
+	}
+	w.records++
+	if w.buf.Len() >= auditBatchBytes {
+		w.flush()
+	}
+}
+
+func (w *auditWriter) flush() {
+	b := w.buf.Bytes()
+	if w.records == 0 {
+		return
+	}
+	n, err := w.a.sink.Write(b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		n = max(0, min(n, len(b)))
+		written := 0
+		if n > w.lead {
+			written = bytes.Count(b[w.lead:n], []byte{'\n'})
+		}
+		if n > 0 {
+			w.torn = b[n-1] != '\n'
+		}
+		w.failed(err, int64(w.records-written))
+	} else {
+		w.torn = false
+	}
+	w.buf.Reset()
+	w.records, w.lead = 0, 0
+}
+
+func (w *auditWriter) failed(err error, lost int64) {
+	if err == nil {
+		err = errors.New("audit write failed")
+	}
+	w.a.lastErr.Store(err)
+	w.a.writeErrors.Add(1)
+	if m := w.a.metrics; m != nil {
+		m.AuditWriteError()
+	}
+	if lost > 0 {
+		w.a.drop(DropWriteError, lost)
 	}
 }

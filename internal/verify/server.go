@@ -9,16 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -26,6 +25,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -43,7 +43,11 @@ type Options struct {
 	FlushInterval time.Duration
 	AuditSink     string
 	AuditQueue    int
-	MaxStaleness  time.Duration
+	// AuditQueueBytes bounds the audit queue in bytes as well; 0 means DefaultAuditQueueBytes.
+	AuditQueueBytes int64
+	// TrustedProxies are comma-separated IP addresses or CIDRs whose forwarding headers are believed.
+	TrustedProxies string
+	MaxStaleness   time.Duration
 	// Clock is injected by tests; nil means the real clock.
 	Clock clock.PassiveClock
 }
@@ -59,6 +63,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.FlushInterval, "verify-last-used-flush-interval", time.Minute, "How often lastUsedAt is written to ApiKey status (at most once per key per interval).")
 	fs.StringVar(&o.AuditSink, "verify-audit-sink", "stdout", "Where audit records go, one JSON line per decision: stdout, or a file path (appended).")
 	fs.IntVar(&o.AuditQueue, "verify-audit-queue", 65536, "Audit records buffered before new ones are dropped (and counted in keysmith_verify_audit_dropped_total).")
+	fs.Int64Var(&o.AuditQueueBytes, "verify-audit-queue-bytes", DefaultAuditQueueBytes, "Bytes of audit records buffered (as well as at most --verify-audit-queue records) before new ones are dropped; at least 65536.")
+	fs.StringVar(&o.TrustedProxies, "verify-trusted-proxies", "", "Comma-separated IP addresses or CIDRs of the proxies whose forwarding headers the audit trail believes (X-Forwarded-For, X-Real-Ip, X-Forwarded-Method/-Uri, X-Original-*, Envoy's source address and original path); empty trusts none, and the audit records the peer's address and the request's own method and path.")
 	fs.DurationVar(&o.MaxStaleness, "verify-max-staleness", 30*time.Second, "How long the verifier keeps answering from its index while its ApiKey watch is broken; after that every check gets 503.")
 }
 
@@ -71,6 +77,8 @@ type Verifier struct {
 	grpcLn  net.Listener
 	audit   io.Closer
 	certs   *certReloader
+	trusted []netip.Prefix
+	serving serving
 }
 
 // New prepares a verifier. Call WatchErrorHandler when building the manager's cache and Attach once the
@@ -104,7 +112,17 @@ func New(o Options) (*Verifier, error) {
 	if o.AuditQueue <= 0 {
 		o.AuditQueue = 65536
 	}
-	v := &Verifier{opts: o}
+	switch {
+	case o.AuditQueueBytes == 0:
+		o.AuditQueueBytes = DefaultAuditQueueBytes
+	case o.AuditQueueBytes < MinAuditQueueBytes:
+		return nil, fmt.Errorf("--verify-audit-queue-bytes must be at least %d", MinAuditQueueBytes)
+	}
+	trusted, err := ParseTrustedProxies(o.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("--verify-trusted-proxies: %w", err)
+	}
+	v := &Verifier{opts: o, trusted: trusted}
 	v.Index = NewMemoryIndex(scope, o.Clock, func() bool { return false }, o.MaxStaleness)
 	return v, nil
 }
@@ -165,8 +183,8 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 		return err
 	}
 	v.audit = closer
-	auditor := NewAuditor(sink, v.opts.AuditQueue, log.WithName("audit"), metrics.AuditDropped)
-	v.Service = &Service{Index: v.Index, Clock: v.opts.Clock, Audit: auditor, Metrics: metrics}
+	auditor := NewAuditor(sink, AuditOptions{Queue: v.opts.AuditQueue, QueueBytes: v.opts.AuditQueueBytes, Log: log.WithName("audit"), Metrics: metrics})
+	v.Service = &Service{Index: v.Index, Clock: v.opts.Clock, Audit: auditor, Metrics: metrics, TrustedProxies: v.trusted}
 
 	tlsConfig, err := v.tlsConfig(log)
 	if err != nil {
@@ -174,7 +192,18 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 	}
 	runnables := []func(context.Context) error{
 		func(ctx context.Context) error {
-			err := auditor.Run(ctx)
+			// The servers stop with the same context, and answer their last requests while they shut down:
+			// the audit trail closes once they are done (or their shutdown timed out), so that those
+			// decisions are written too. Any later one is counted as dropped (reason closed).
+			auditCtx, closeAudit := context.WithCancel(context.Background())
+			go func() {
+				<-ctx.Done()
+				if !v.serving.wait(shutdownTimeout + time.Second) {
+					log.Info("closing the audit trail while verification servers still run; later decisions are counted, not written")
+				}
+				closeAudit()
+			}()
+			err := auditor.Run(auditCtx)
 			if v.audit != nil {
 				_ = v.audit.Close()
 			}
@@ -245,26 +274,46 @@ func (v *Verifier) serveHTTP(tlsConfig *tls.Config) *manager.Server {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	return managedServer("verify-http", srv, v.httpLn, tlsConfig)
+	return v.managedServer("verify-http", v.newServer(mux), v.httpLn, tlsConfig)
 }
 
-// serveGRPC returns the ext_authz gRPC API, served through net/http (HTTP/2 over TLS, or h2c in plain
-// text) so that it too starts before the caches sync.
+// Limits of both verification servers. A client gets MaxHeaderBytes of request line and headers
+// (HTTP/1.1; the HTTP/2 header list is bounded by the same value), ReadTimeout to send its whole request,
+// WriteTimeout (per request, or per HTTP/2 stream) to be answered, and IdleTimeout between requests. A
+// gRPC message is at most MaxGRPCMessageBytes.
+const (
+	MaxHeaderBytes      = 16 << 10
+	ReadHeaderTimeout   = 5 * time.Second
+	ReadTimeout         = 10 * time.Second
+	WriteTimeout        = 15 * time.Second
+	IdleTimeout         = 2 * time.Minute
+	MaxGRPCMessageBytes = 64 << 10
+	shutdownTimeout     = 10 * time.Second
+)
+
+// newServer returns an HTTP server with the verifier's limits, whose connections v.serving tracks.
+func (v *Verifier) newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler: h, MaxHeaderBytes: MaxHeaderBytes,
+		ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout, WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout,
+		ConnState: v.serving.connState,
+	}
+}
+
+// serveGRPC returns the ext_authz gRPC API, served through net/http (HTTP/2 over TLS, or unencrypted
+// HTTP/2 with prior knowledge in plain text, as Envoy and gRPC clients speak it) so that it too starts
+// before the caches sync, and so that the server's limits and graceful shutdown cover its streams.
 func (v *Verifier) serveGRPC(tlsConfig *tls.Config) (*manager.Server, func(context.Context) error) {
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(MaxGRPCMessageBytes))
 	authv3.RegisterAuthorizationServer(g, &ExtAuthz{Service: v.Service})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
-	var handler http.Handler = g
-	if tlsConfig == nil {
-		handler = h2c.NewHandler(g, &http2.Server{})
-	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	if tlsConfig != nil {
-		_ = http2.ConfigureServer(srv, &http2.Server{})
-	}
+	srv := v.newServer(g)
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true) // gRPC answers an HTTP/1 request with an error of its own
+	srv.Protocols.SetHTTP2(true)
+	srv.Protocols.SetUnencryptedHTTP2(tlsConfig == nil)
 	// Report readiness to gRPC health checks (Envoy can use them).
 	reportHealth := func(ctx context.Context) error {
 		t := time.NewTicker(time.Second)
@@ -282,15 +331,100 @@ func (v *Verifier) serveGRPC(tlsConfig *tls.Config) (*manager.Server, func(conte
 			}
 		}
 	}
-	return managedServer("verify-grpc", srv, v.grpcLn, tlsConfig), reportHealth
+	return v.managedServer("verify-grpc", srv, v.grpcLn, tlsConfig), reportHealth
 }
 
-func managedServer(name string, srv *http.Server, ln net.Listener, tlsConfig *tls.Config) *manager.Server {
+func (v *Verifier) managedServer(name string, srv *http.Server, ln net.Listener, tlsConfig *tls.Config) *manager.Server {
+	ln = v.serving.listener(ln)
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
-	timeout := 10 * time.Second
+	timeout := shutdownTimeout
 	return &manager.Server{Name: name, Server: srv, Listener: ln, ShutdownTimeout: &timeout}
+}
+
+// serving tracks the verification servers' listeners and connections, so that the audit trail can close
+// once no decision can be made any more.
+type serving struct {
+	conns     atomic.Int64
+	listeners sync.WaitGroup
+}
+
+// listener returns l, counted as open until it is closed (Shutdown closes it first).
+func (s *serving) listener(l net.Listener) net.Listener {
+	s.listeners.Add(1)
+	return &trackedListener{Listener: l, closed: sync.OnceFunc(s.listeners.Done)}
+}
+
+type trackedListener struct {
+	net.Listener
+	closed func()
+}
+
+func (l *trackedListener) Close() error {
+	defer l.closed()
+	return l.Listener.Close()
+}
+
+func (s *serving) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.conns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.conns.Add(-1)
+	}
+}
+
+// wait returns true once every listener is closed and every connection has ended, false if that takes
+// longer than timeout.
+func (s *serving) wait(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	closed := make(chan struct{})
+	go func() { s.listeners.Wait(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		return false
+	}
+	for s.conns.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// ParseTrustedProxies reads a comma-separated list of IP addresses and CIDRs (an address is a /32 or a
+// /128).
+func ParseTrustedProxies(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		if strings.Contains(item, "/") {
+			p, err := netip.ParsePrefix(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR: %w", item, err)
+			}
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an IP address nor a CIDR", item)
+		}
+		if a.Zone() != "" {
+			return nil, fmt.Errorf("%q: zones are not supported", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // everyReplica wraps a function as a manager runnable that runs on every replica, leader or not.

@@ -22,13 +22,16 @@ const (
 	CodeExpired           Code = "EXPIRED"
 	CodeRevoked           Code = "REVOKED"
 	CodeInsufficientScope Code = "INSUFFICIENT_SCOPE"
+	// CodeNotAccepted: a valid key, but not one the protected API accepts (its ApiKey is in a namespace, or
+	// of an environment, outside the request's constraints).
+	CodeNotAccepted Code = "NOT_ACCEPTED"
 	// CodeUnavailable: the verifier cannot vouch for its index (not synced, or its watch broken for longer
 	// than the staleness bound). Every caller must treat it as a denial.
 	CodeUnavailable Code = "UNAVAILABLE"
 )
 
 // Codes lists every code, for metrics and tests.
-var Codes = []Code{CodeValid, CodeMalformed, CodeNotFound, CodeExpired, CodeRevoked, CodeInsufficientScope, CodeUnavailable}
+var Codes = []Code{CodeValid, CodeMalformed, CodeNotFound, CodeExpired, CodeRevoked, CodeInsufficientScope, CodeNotAccepted, CodeUnavailable}
 
 // Entry is what the index knows about one issued key.
 type Entry struct {
@@ -56,6 +59,34 @@ type Index interface {
 	Ready() error
 }
 
+// Request is one question to Check: is Key valid, does it carry every one of Scopes, and is it a key that
+// Accept allows? The front ends fill it only with input they have validated and bounded (at most
+// MaxRequiredScopes scopes of ApiKey shape, at most MaxNamespaces namespace names).
+type Request struct {
+	Key string
+	// Scopes are the required scopes: the key must carry each one.
+	Scopes []string
+	// Accept are the protected API's constraints on whose keys it accepts.
+	Accept Constraints
+}
+
+// Constraints say whose keys a protected API accepts. The zero value accepts every key the verifier
+// serves; each field that is set narrows that.
+type Constraints struct {
+	// Namespaces, when not empty, are the only namespaces whose ApiKeys are accepted.
+	Namespaces []string
+	// Environment, when set, is the only environment accepted (live or test).
+	Environment v1alpha1.Environment
+}
+
+// Accepts reports whether a key of e satisfies c.
+func (c Constraints) Accepts(e *Entry) bool {
+	if c.Environment != "" && e.Environment != c.Environment {
+		return false
+	}
+	return len(c.Namespaces) == 0 || slices.Contains(c.Namespaces, e.Namespace)
+}
+
 // Result is a decision. Entry is set whenever the key was found.
 type Result struct {
 	Code  Code
@@ -67,17 +98,17 @@ type Result struct {
 // Valid reports whether the key was accepted.
 func (r Result) Valid() bool { return r.Code == CodeValid }
 
-// Check decides on key and the required scopes at now: format and checksum (no lookup for garbage), one
-// SHA-256, one map lookup, a constant-time comparison of the digests, then state, expiry and scopes. It
-// does not allocate.
-func Check(ix Index, now time.Time, key string, required []string) Result {
+// Check decides on req at now: format and checksum (no lookup for garbage), one SHA-256, one map lookup, a
+// constant-time comparison of the digests, then state and expiry, the constraints (NOT_ACCEPTED) and the
+// scopes. It does not allocate.
+func Check(ix Index, now time.Time, req Request) Result {
 	if ix.Ready() != nil {
 		return Result{Code: CodeUnavailable}
 	}
-	if !keys.Valid(key) {
+	if !keys.Valid(req.Key) {
 		return Result{Code: CodeMalformed}
 	}
-	d := keys.Sum(key)
+	d := keys.Sum(req.Key)
 	e, ok := ix.Lookup(d)
 	if !ok || !e.Digest.Equal(d) {
 		return Result{Code: CodeNotFound}
@@ -90,7 +121,10 @@ func Check(ix Index, now time.Time, key string, required []string) Result {
 	case e.State != v1alpha1.KeyActive && e.State != v1alpha1.KeyRetiring:
 		return Result{Code: CodeRevoked, Entry: e}
 	}
-	for _, want := range required {
+	if !req.Accept.Accepts(e) {
+		return Result{Code: CodeNotAccepted, Entry: e}
+	}
+	for _, want := range req.Scopes {
 		if !slices.Contains(e.Scopes, want) {
 			return Result{Code: CodeInsufficientScope, Entry: e, Missing: want}
 		}

@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -94,7 +98,7 @@ func TestCheck(t *testing.T) {
 		{"empty", "", nil, CodeMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := Check(f.ix, f.clk.Now(), tc.key, tc.required)
+			r := Check(f.ix, f.clk.Now(), Request{Key: tc.key, Scopes: tc.required})
 			if r.Code != tc.want {
 				t.Fatalf("code = %s, want %s", r.Code, tc.want)
 			}
@@ -115,11 +119,11 @@ func flip(c byte) string {
 func TestCheckExactlyAtNotAfter(t *testing.T) {
 	f := newFixture(t)
 	f.clk.SetTime(t0.Add(time.Minute - time.Second))
-	if c := Check(f.ix, f.clk.Now(), f.retiring, nil).Code; c != CodeValid {
+	if c := Check(f.ix, f.clk.Now(), Request{Key: f.retiring}).Code; c != CodeValid {
 		t.Fatalf("one second before notAfter: %s", c)
 	}
 	f.clk.SetTime(t0.Add(time.Minute))
-	if c := Check(f.ix, f.clk.Now(), f.retiring, nil).Code; c != CodeExpired {
+	if c := Check(f.ix, f.clk.Now(), Request{Key: f.retiring}).Code; c != CodeExpired {
 		t.Fatalf("at notAfter: %s", c)
 	}
 }
@@ -130,11 +134,11 @@ func TestDeletingAndDeletedApiKeysAreRefused(t *testing.T) {
 	now := metav1.Now()
 	ak.DeletionTimestamp = &now
 	f.ix.Upsert(ak)
-	if c := Check(f.ix, f.clk.Now(), f.active, nil).Code; c != CodeRevoked {
+	if c := Check(f.ix, f.clk.Now(), Request{Key: f.active}).Code; c != CodeRevoked {
 		t.Fatalf("deleting ApiKey: %s", c)
 	}
 	f.ix.Delete(types.NamespacedName{Namespace: "pay", Name: "billing"})
-	if c := Check(f.ix, f.clk.Now(), f.active, nil).Code; c != CodeNotFound {
+	if c := Check(f.ix, f.clk.Now(), Request{Key: f.active}).Code; c != CodeNotFound {
 		t.Fatalf("deleted ApiKey: %s", c)
 	}
 	if f.ix.Len() != 0 {
@@ -144,11 +148,11 @@ func TestDeletingAndDeletedApiKeysAreRefused(t *testing.T) {
 
 func TestUpsertReplacesKeysAndKeepsLastUsed(t *testing.T) {
 	f := newFixture(t)
-	Check(f.ix, f.clk.Now(), f.active, nil)
+	Check(f.ix, f.clk.Now(), Request{Key: f.active})
 	ak := f.apiKey()
 	ak.Status.Keys = ak.Status.Keys[:1] // the others dropped from status
 	f.ix.Upsert(ak)
-	if c := Check(f.ix, f.clk.Now(), f.revoked, nil).Code; c != CodeNotFound {
+	if c := Check(f.ix, f.clk.Now(), Request{Key: f.revoked}).Code; c != CodeNotFound {
 		t.Fatalf("dropped key still indexed: %s", c)
 	}
 	e, _ := f.ix.Lookup(keys.Sum(f.active))
@@ -165,7 +169,7 @@ func TestScope(t *testing.T) {
 	ak := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "a", Labels: map[string]string{"team": "payments"}},
 		Spec: v1alpha1.ApiKeySpec{Scopes: []string{"a:b"}}, Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(k, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
 	ix.Upsert(ak)
-	if Check(ix, clk.Now(), k, nil).Code != CodeValid {
+	if Check(ix, clk.Now(), Request{Key: k}).Code != CodeValid {
 		t.Fatal("in-scope key refused")
 	}
 	other := ak.DeepCopy()
@@ -177,13 +181,13 @@ func TestScope(t *testing.T) {
 	unlabelledKey := gen(t)
 	unlabelled.Status.Keys = []v1alpha1.IssuedKey{issued(unlabelledKey, v1alpha1.KeyActive, t0.Add(time.Hour))}
 	ix.Upsert(unlabelled)
-	if ix.Len() != 1 || Check(ix, clk.Now(), unlabelledKey, nil).Code != CodeNotFound {
+	if ix.Len() != 1 || Check(ix, clk.Now(), Request{Key: unlabelledKey}).Code != CodeNotFound {
 		t.Fatalf("out-of-scope ApiKeys indexed: %d", ix.Len())
 	}
 	// Leaving the scope removes the keys.
 	ak.Labels = nil
 	ix.Upsert(ak)
-	if Check(ix, clk.Now(), k, nil).Code != CodeNotFound {
+	if Check(ix, clk.Now(), Request{Key: k}).Code != CodeNotFound {
 		t.Fatal("key kept after its ApiKey left the scope")
 	}
 }
@@ -191,17 +195,17 @@ func TestScope(t *testing.T) {
 func TestReadyFailsClosed(t *testing.T) {
 	f := newFixture(t)
 	f.synced = false
-	if f.ix.Ready() != ErrNotSynced || Check(f.ix, f.clk.Now(), f.active, nil).Code != CodeUnavailable {
+	if f.ix.Ready() != ErrNotSynced || Check(f.ix, f.clk.Now(), Request{Key: f.active}).Code != CodeUnavailable {
 		t.Fatal("unsynced index answered")
 	}
 	f.synced = true
 	f.ix.WatchBroken()
 	f.clk.Step(30 * time.Second)
-	if Check(f.ix, f.clk.Now(), f.active, nil).Code != CodeValid {
+	if Check(f.ix, f.clk.Now(), Request{Key: f.active}).Code != CodeValid {
 		t.Fatal("refused within the staleness bound")
 	}
 	f.clk.Step(time.Second)
-	if f.ix.Ready() != ErrStale || Check(f.ix, f.clk.Now(), f.active, nil).Code != CodeUnavailable {
+	if f.ix.Ready() != ErrStale || Check(f.ix, f.clk.Now(), Request{Key: f.active}).Code != CodeUnavailable {
 		t.Fatal("answered past the staleness bound")
 	}
 	f.ix.WatchBroken() // a second error does not restart the clock
@@ -268,7 +272,7 @@ func TestProbe(t *testing.T) {
 	if !eventually(func() bool { return f.ix.Ready() == nil }) {
 		t.Fatal("still stale although the API server answers lists")
 	}
-	if Check(f.ix, f.clk.Now(), f.active, nil).Code == CodeValid || Check(f.ix, f.clk.Now(), fresh, nil).Code != CodeValid {
+	if Check(f.ix, f.clk.Now(), Request{Key: f.active}).Code == CodeValid || Check(f.ix, f.clk.Now(), Request{Key: fresh}).Code != CodeValid {
 		t.Fatal("the index does not hold what the list returned")
 	}
 	if f.ix.brokenSince.Load() == 0 {
@@ -296,7 +300,7 @@ func newService(t testing.TB, f *fixture, audit io.Writer) *Service {
 	m := NewMetrics(reg, func() float64 { return float64(f.ix.Len()) })
 	s := &Service{Index: f.ix, Clock: f.clk, Metrics: m}
 	if audit != nil {
-		s.Audit = NewAuditor(audit, 1024, logr.Discard(), m.AuditDropped)
+		s.Audit = NewAuditor(audit, AuditOptions{Queue: 1024, Log: logr.Discard(), Metrics: m})
 	}
 	return s
 }
@@ -488,6 +492,11 @@ func TestAuditRecords(t *testing.T) {
 	f := newFixture(t)
 	var buf bytes.Buffer
 	s := newService(t, f, &buf)
+	// httptest's requests come from 192.0.2.1: a proxy, in front of another at 10.0.0.1.
+	var err error
+	if s.TrustedProxies, err = ParseTrustedProxies("192.0.2.1, 10.0.0.0/8"); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Audit.Run(ctx) }()
@@ -546,9 +555,9 @@ func TestAuditOverflowIsCounted(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg, func() float64 { return 0 })
 	bw := blockingWriter{release: make(chan struct{})}
-	a := NewAuditor(bw, 4, logr.Discard(), m.AuditDropped)
+	a := NewAuditor(bw, AuditOptions{Queue: 4, Log: logr.Discard(), Metrics: m})
 	for i := 0; i < 10; i++ {
-		a.Record(f.clk.Now(), Result{Code: CodeValid}, "", nil, RequestInfo{}, 0)
+		a.Record(f.clk.Now(), Result{Code: CodeValid}, Request{}, RequestInfo{}, 0)
 	}
 	if a.Dropped() != 6 {
 		t.Fatalf("dropped %d, want 6", a.Dropped())
@@ -607,7 +616,7 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 	f := newFixture(t)
 	now := f.clk.Now()
 	required := []string{"users:read"}
-	if n := testing.AllocsPerRun(1000, func() { Check(f.ix, now, f.active, required) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { Check(f.ix, now, Request{Key: f.active, Scopes: required}) }); n != 0 {
 		t.Fatalf("Check allocates %v times per hit", n)
 	}
 }
@@ -615,38 +624,176 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 func FuzzAuthzHeaders(f *testing.F) {
 	fx := newFixture(f)
 	h := newService(f, fx, nil).Handler()
-	f.Add("Bearer "+fx.active, "", "users:read", "users:read")
-	f.Add("", fx.revoked, "", "")
-	f.Add("bearer", "x", ",,,", "a:b,")
-	f.Fuzz(func(t *testing.T, authz, apiKey, query, header string) {
+	f.Add("Bearer "+fx.active, "", "users:read", "users:read", "")
+	f.Add("", fx.revoked, "", "", "")
+	f.Add("bearer", "x", ",,,", "a:b,", "")
+	f.Add("Bearer "+fx.active, "", "users:read", "", "namespaces=pay,other&environment=live")
+	f.Add("Bearer "+fx.active, "", "", "", "namespaces=other")
+	f.Add("Bearer "+fx.active, "", "", "", "namespaces=pay&namespaces=pay")
+	f.Add("Bearer "+fx.active, "", "", "", "environment=test&path=/orders?x=1")
+	f.Add("Bearer "+fx.active, "", "", strings.Repeat("a:b,", MaxRequiredScopes+1), "")
+	f.Add("", fx.active, "Users:Read", "", "namespaces=Bad_Label")
+	f.Fuzz(func(t *testing.T, authz, apiKey, query, header, rawQuery string) {
 		req := httptest.NewRequest("GET", "/authz", nil)
-		q := req.URL.Query()
-		q.Set("scopes", query)
-		req.URL.RawQuery = q.Encode()
+		q := url.Values{"scopes": {query}}
+		req.URL.RawQuery = q.Encode() + "&" + rawQuery
 		req.Header["Authorization"] = []string{authz}
 		req.Header["X-Api-Key"] = []string{apiKey}
 		req.Header["X-Required-Scopes"] = []string{header}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
-		switch rec.Code {
-		case 200:
-			// Only the one valid key with scopes it carries may pass.
-			if presentedKey(req.Header) != fx.active && presentedKey(req.Header) != fx.retiring {
-				t.Fatalf("accepted a key that is not valid")
+		want := expectAuthz(fx, req)
+		switch {
+		case rec.Code == 200:
+			// Only the valid keys, with scopes they carry, inside the constraints, may pass.
+			if want != 200 {
+				t.Fatalf("accepted, want %d", want)
 			}
-			for _, s := range requiredScopes(req) {
-				if s != "users:read" && s != "roles:manage" {
-					t.Fatalf("accepted without scope %q", s)
+		case rec.Code == 400:
+			var body ErrorResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || (body.Code != ErrorInvalidScopes && body.Code != ErrorInvalidConstraints) {
+				t.Fatalf("400 without a code: %q", rec.Body.String())
+			}
+			if !knownMessage(body.Error) {
+				t.Fatalf("400 message %q is not one of the fixed ones (it may echo the input)", body.Error)
+			}
+			if rec.Header().Get("WWW-Authenticate") != invalidRequestChallenge {
+				t.Fatalf("400 challenge %q", rec.Header().Get("WWW-Authenticate"))
+			}
+			if want != 400 {
+				t.Fatalf("400 (%s), want %d", body.Code, want)
+			}
+		case rec.Code == 401, rec.Code == 403:
+			if want == 200 || want == 400 {
+				t.Fatalf("status %d, want %d", rec.Code, want)
+			}
+			a := rec.Header().Get("WWW-Authenticate")
+			if i := strings.Index(a, `scope="`); i >= 0 {
+				for _, sc := range strings.Fields(strings.TrimSuffix(a[i+len(`scope="`):], `"`)) {
+					if !ValidScope(sc) {
+						t.Fatalf("the challenge lists %q, not a validated scope", sc)
+					}
 				}
 			}
-		case 401, 403:
 		default:
-			t.Fatalf("status %d: proxies only understand 200, 401, 403", rec.Code)
+			t.Fatalf("status %d: proxies only understand 200, 400, 401, 403", rec.Code)
 		}
 		if rec.Header().Get("Cache-Control") != "no-store" {
 			t.Fatal("missing no-store")
 		}
+		size := 0
+		for k, vs := range rec.Header() {
+			for _, v := range vs {
+				size += len(k) + len(v)
+			}
+		}
+		if size > MaxRequiredScopes*(MaxScopeLength+1)+1024 {
+			t.Fatalf("%d bytes of response headers", size)
+		}
 	})
+}
+
+// expectAuthz is the reference answer of /authz for the fixture, computed independently of the parser:
+// 400 for invalid scopes or constraints, 200 for a valid key that satisfies them, else 401 or 403.
+func expectAuthz(fx *fixture, req *http.Request) int {
+	q := req.URL.Query()
+	var scopes []string
+	for _, list := range append(q["scopes"], req.Header.Values("X-Required-Scopes")...) {
+		for _, s := range strings.Split(list, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				scopes = append(scopes, s)
+			}
+		}
+	}
+	if len(scopes) > MaxRequiredScopes {
+		return 400
+	}
+	for _, s := range scopes {
+		if errs := (&v1alpha1.ApiKeySpec{Scopes: []string{s}, SecretName: "s"}).Validate(); len(errs) > 0 {
+			return 400
+		}
+	}
+	inNamespaces := true
+	switch ns := q["namespaces"]; len(ns) {
+	case 0:
+	case 1:
+		var names []string
+		for _, n := range strings.Split(ns[0], ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 || len(names) > MaxNamespaces {
+			return 400
+		}
+		for _, n := range names {
+			if len(validation.IsDNS1123Label(n)) > 0 {
+				return 400
+			}
+		}
+		inNamespaces = slices.Contains(names, "pay")
+	default:
+		return 400
+	}
+	live := true
+	switch env := q["environment"]; len(env) {
+	case 0:
+	case 1:
+		switch strings.TrimSpace(env[0]) {
+		case "live":
+		case "test":
+			live = false
+		default:
+			return 400
+		}
+	default:
+		return 400
+	}
+	key := presentedKey(req.Header)
+	if key != fx.active && key != fx.retiring {
+		return 401
+	}
+	for _, s := range scopes {
+		if s != "users:read" && s != "roles:manage" {
+			return 403
+		}
+	}
+	if !inNamespaces || !live {
+		return 403
+	}
+	return 200
+}
+
+// knownMessage reports whether an error message is one of the fixed texts (digits aside): the answers to
+// invalid input never repeat it.
+var (
+	digitRuns      = regexp.MustCompile(`[0-9]+`)
+	wrongTypeField = regexp.MustCompile(`^field (key|scopes|namespaces|environment)? ?has the wrong type$`)
+)
+
+func knownMessage(msg string) bool {
+	m := digitRuns.ReplaceAllString(msg, "N")
+	for _, known := range []string{
+		"at most N required scopes",
+		"required scope N is not resource:action in lowercase (at most N characters, for example users:read)",
+		"namespaces: at most N",
+		"namespaces: item N is not a namespace name (a DNS-N label)",
+		"namespaces lists no namespace",
+		"namespaces given more than once",
+		"environment must be live or test",
+		"environment given more than once",
+		"body must hold a single JSON object",
+	} {
+		if m == known {
+			return true
+		}
+	}
+	prefix := `body must be JSON {"key": string, "scopes": [string], "namespaces": [string], "environment": "live"|"test"} of at most N KiB: `
+	if rest, ok := strings.CutPrefix(m, prefix); ok {
+		return slices.Contains([]string{"syntax error", "empty or truncated body", "unknown field", "invalid body"}, rest) ||
+			wrongTypeField.MatchString(rest)
+	}
+	return false
 }
 
 func FuzzVerifyBody(f *testing.F) {
@@ -656,24 +803,54 @@ func FuzzVerifyBody(f *testing.F) {
 	f.Add(`{"key":"` + fx.revoked + `"}`)
 	f.Add(`{"key":1}`)
 	f.Add(`[]`)
+	f.Add(`{"key":"` + fx.active + `","namespaces":["pay","other"],"environment":"live"}`)
+	f.Add(`{"key":"` + fx.active + `","namespaces":["other"]}`)
+	f.Add(`{"key":"` + fx.revoked + `","namespaces":["other"]}`)
+	f.Add(`{"key":"` + fx.active + `","namespaces":[]}`)
+	f.Add(`{"key":"` + fx.active + `","environment":"staging"}`)
+	f.Add(`{"key":"` + fx.active + `","scopes":["Users:Read"]}`)
+	f.Add(`{"key":"` + fx.active + `","scopes":[` + strings.TrimSuffix(strings.Repeat(`"a:b",`, MaxRequiredScopes+1), ",") + `]}`)
 	f.Fuzz(func(t *testing.T, body string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/verify", strings.NewReader(body)))
 		if rec.Code != 200 && rec.Code != 400 {
 			t.Fatalf("status %d", rec.Code)
 		}
-		var resp map[string]any
+		var req VerifyRequest
+		decoded := json.Unmarshal([]byte(body), &req) == nil
+		if rec.Code == 400 {
+			var e ErrorResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !slices.Contains([]ErrorCode{ErrorBadRequest, ErrorInvalidScopes, ErrorInvalidConstraints}, e.Code) {
+				t.Fatalf("400 without a code: %q", rec.Body.String())
+			}
+			if !knownMessage(e.Error) {
+				t.Fatalf("400 message %q is not one of the fixed ones (it may echo the input)", e.Error)
+			}
+			return
+		}
+		var resp VerifyResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 			t.Fatalf("response is not JSON")
 		}
-		if resp["valid"] == true {
-			var req VerifyRequest
-			if json.Unmarshal([]byte(body), &req) != nil || (req.Key != fx.active && req.Key != fx.retiring) {
-				t.Fatalf("accepted something that is not a valid key")
-			}
+		if !decoded {
+			t.Fatalf("answered %s to a body that is not a VerifyRequest", resp.Code)
 		}
-		if rec.Code == 400 && len(body) >= 44 && strings.Contains(rec.Body.String(), body) {
-			t.Fatalf("error echoes the body")
+		if len(req.Scopes) > MaxRequiredScopes || req.Namespaces != nil && len(req.Namespaces) == 0 {
+			t.Fatalf("answered %s to an invalid request", resp.Code)
+		}
+		outside := req.Namespaces != nil && !slices.Contains(req.Namespaces, "pay") || req.Environment != "" && req.Environment != "live"
+		if outside && resp.ApiKey != nil {
+			t.Fatalf("disclosed the ApiKey of a key outside the constraints (%s)", resp.Code)
+		}
+		if resp.Valid {
+			if req.Key != fx.active && req.Key != fx.retiring || outside {
+				t.Fatalf("accepted something that is not a valid key inside the constraints")
+			}
+			for _, s := range req.Scopes {
+				if s != "users:read" && s != "roles:manage" {
+					t.Fatalf("accepted without scope %q", s)
+				}
+			}
 		}
 	})
 }
@@ -694,7 +871,7 @@ func BenchmarkCheck(b *testing.B) {
 	required := []string{"users:read"}
 	b.ReportAllocs()
 	for b.Loop() {
-		if Check(f.ix, now, f.active, required).Code != CodeValid {
+		if Check(f.ix, now, Request{Key: f.active, Scopes: required}).Code != CodeValid {
 			b.Fatal("not valid")
 		}
 	}

@@ -327,7 +327,7 @@ func run(o options) error {
 		now := time.Now()
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			if verify.Check(mgr.Verifier.Index, now, plain[i%len(plain)], []string{"users:read"}).Code != verify.CodeValid {
+			if verify.Check(mgr.Verifier.Index, now, verify.Request{Key: plain[i%len(plain)], Scopes: []string{"users:read"}}).Code != verify.CodeValid {
 				b.Fatal("not valid")
 			}
 		}
