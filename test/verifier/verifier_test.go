@@ -1,7 +1,9 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -65,6 +67,81 @@ var _ = Describe("The verifier", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(rpccode.Code(out.GetStatus().GetCode())).To(Equal(rpccode.Code_PERMISSION_DENIED))
 		Expect(out.GetDeniedResponse().GetStatus().GetCode()).To(BeEquivalentTo(403))
+	})
+
+	It("refuses, as NOT_ACCEPTED, a valid key from a namespace or environment the API does not accept, over HTTP and gRPC", func() {
+		mine, theirs := newNamespace(), newNamespace()
+		_, own := issue(mine, "own")
+		_, foreign := issue(theirs, "foreign")
+		_, testKey := issue(mine, "sandbox", func(ak *v1alpha1.ApiKey) { ak.Spec.Environment = v1alpha1.EnvironmentTest })
+
+		verifyWith := func(key string, constraints map[string]any) (int, map[string]any) {
+			body := map[string]any{"key": key, "scopes": []string{"users:read"}}
+			for k, v := range constraints {
+				body[k] = v
+			}
+			b, _ := json.Marshal(body)
+			resp, err := http.Post(base+"/v1/verify", "application/json", bytes.NewReader(b))
+			Expect(err).NotTo(HaveOccurred())
+			defer resp.Body.Close()
+			var out map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			return resp.StatusCode, out
+		}
+		accept := map[string]any{"namespaces": []string{mine, "elsewhere"}, "environment": "live"}
+		st, out := verifyWith(own, accept)
+		Expect(st).To(Equal(http.StatusOK))
+		Expect(out["code"]).To(Equal("VALID"))
+		st, out = verifyWith(foreign, accept)
+		Expect(st).To(Equal(http.StatusOK))
+		Expect(out).To(And(HaveKeyWithValue("valid", false), HaveKeyWithValue("code", "NOT_ACCEPTED")))
+		Expect(out).NotTo(HaveKey("apiKey"), "nothing is disclosed about a key the API does not accept")
+		_, out = verifyWith(testKey, accept)
+		Expect(out["code"]).To(Equal("NOT_ACCEPTED"), "a test key where only live keys are accepted")
+		_, out = verifyWith(testKey, map[string]any{"environment": "test"})
+		Expect(out["code"]).To(Equal("VALID"))
+		st, out = verifyWith(own, map[string]any{"namespaces": []string{"Not_A_Label"}})
+		Expect(st).To(Equal(http.StatusBadRequest))
+		Expect(out["code"]).To(Equal("INVALID_CONSTRAINTS"))
+
+		authzWith := func(key, query string) *http.Response {
+			req, _ := http.NewRequest(http.MethodGet, base+"/authz?"+query, nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return resp
+		}
+		q := "scopes=users:read&namespaces=" + mine + ",elsewhere&environment=live"
+		Expect(authzWith(own, q).StatusCode).To(Equal(http.StatusOK))
+		resp := authzWith(foreign, q)
+		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+		Expect(resp.Header.Get("WWW-Authenticate")).To(ContainSubstring(`error="insufficient_scope"`))
+		Expect(resp.Header.Get("X-ApiKey-Id")).To(BeEmpty())
+		Expect(authzWith(testKey, q).StatusCode).To(Equal(http.StatusForbidden))
+		Expect(authzWith(own, "namespaces="+mine+"&namespaces=other").StatusCode).To(Equal(http.StatusBadRequest), "a constraint given twice")
+		Expect(authzWith(own, "environment=staging").StatusCode).To(Equal(http.StatusBadRequest))
+
+		conn, err := grpc.NewClient(mgr.Verifier.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		ext := authv3.NewAuthorizationClient(conn)
+		grpcWith := func(key string) *authv3.CheckResponse {
+			out, err := ext.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+				Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/x", Headers: map[string]string{"authorization": "Bearer " + key}}},
+				ContextExtensions: map[string]string{"scopes": "users:read", "namespaces": mine, "environment": "live"},
+			}})
+			Expect(err).NotTo(HaveOccurred())
+			return out
+		}
+		Expect(rpccode.Code(grpcWith(own).GetStatus().GetCode())).To(Equal(rpccode.Code_OK))
+		denied := grpcWith(foreign)
+		Expect(rpccode.Code(denied.GetStatus().GetCode())).To(Equal(rpccode.Code_PERMISSION_DENIED))
+		Expect(denied.GetDeniedResponse().GetStatus().GetCode()).To(BeEquivalentTo(http.StatusForbidden))
+		Expect(rpccode.Code(grpcWith(testKey).GetStatus().GetCode())).To(Equal(rpccode.Code_PERMISSION_DENIED))
+
+		Eventually(func() string { b, _ := os.ReadFile(auditPath); return string(b) }, eventually, poll).Should(
+			And(ContainSubstring(`"code":"NOT_ACCEPTED"`), ContainSubstring(`"namespace":"`+theirs+`"`)), "refusals are audited")
 	})
 
 	It("accepts old and new keys during the overlap, and refuses the old one exactly at its notAfter", func() {
