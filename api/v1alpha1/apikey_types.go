@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"maps"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -70,18 +72,56 @@ type ApiKeySpec struct {
 	Disabled bool `json:"disabled,omitempty"`
 }
 
-// SecretTemplate holds metadata added to the Secret.
+// SecretTemplate holds metadata added to the Secret. Its limits bound what an ApiKey makes keysmith
+// (and every verifier, which caches ApiKeys) keep in memory: at most 32 labels and 32 annotations, keys
+// that the API server accepts on any object, values of at most 63 (labels) and 4096 (annotations)
+// characters.
+// +kubebuilder:object:generate=false
 type SecretTemplate struct {
-	// Labels added to the Secret. `app.kubernetes.io/managed-by` and keys under `keysmith.dev/` are reserved.
+	// Labels added to the Secret, at most 32. A key is a qualified name: an optional prefix (a DNS
+	// subdomain of at most 253 characters) and `/`, then a name of at most 63 characters. A value has at
+	// most 63 characters, alphanumeric at both ends with `-`, `_` or `.` between, or is empty.
+	// `app.kubernetes.io/managed-by` and keys under `keysmith.dev/` are reserved.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="!('app.kubernetes.io/managed-by' in self) && self.all(k, !k.startsWith('keysmith.dev/'))",message="secretTemplate.labels must not set app.kubernetes.io/managed-by or keys under keysmith.dev/"
-	Labels map[string]string `json:"labels,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="secretTemplate.labels keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of at most 63 characters, alphanumeric at both ends with '-', '_' or '.' between"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.labelValue().validate(self[k]).hasValue())",message="secretTemplate.labels values must have at most 63 characters, alphanumeric at both ends with '-', '_' or '.' between, or be empty"
+	Labels map[string]TemplateLabelValue `json:"labels,omitempty"`
 
-	// Annotations added to the Secret (for example Reloader's `reloader.stakater.com/match: "true"`).
+	// Annotations added to the Secret (for example Reloader's `reloader.stakater.com/match: "true"`), at
+	// most 32. A key is a qualified name as for labels (the prefix may have capitals); a value has at most
+	// 4096 characters.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=64
-	Annotations map[string]string `json:"annotations,omitempty"`
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k.lowerAscii()).hasValue())",message="secretTemplate.annotations keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of at most 63 characters, alphanumeric at both ends with '-', '_' or '.' between"
+	Annotations map[string]TemplateAnnotationValue `json:"annotations,omitempty"`
+}
+
+// TemplateLabelValue is a label value: at most 63 characters.
+// +kubebuilder:validation:MaxLength=63
+type TemplateLabelValue = string // an alias: the maps stay map[string]string; the CRD bounds the values
+
+// TemplateAnnotationValue is an annotation value: at most 4096 characters.
+// +kubebuilder:validation:MaxLength=4096
+type TemplateAnnotationValue = string
+
+// DeepCopyInto copies the template into out. It is written here because controller-gen's deepcopy does
+// not handle maps of alias types (+kubebuilder:object:generate=false above).
+func (in *SecretTemplate) DeepCopyInto(out *SecretTemplate) {
+	*out = *in
+	out.Labels = maps.Clone(in.Labels)
+	out.Annotations = maps.Clone(in.Annotations)
+}
+
+// DeepCopy returns a copy of the template.
+func (in *SecretTemplate) DeepCopy() *SecretTemplate {
+	if in == nil {
+		return nil
+	}
+	out := new(SecretTemplate)
+	in.DeepCopyInto(out)
+	return out
 }
 
 // RotationSpec schedules rotations.

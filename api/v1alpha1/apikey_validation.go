@@ -2,22 +2,97 @@ package v1alpha1
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
-	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 var scopePattern = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*:[a-z0-9]+([._-][a-z0-9]+)*$`)
 
+// keyShape finds API keys within a string (keys.Pattern is anchored).
+var keyShape = regexp.MustCompile(strings.TrimSuffix(strings.TrimPrefix(keys.Pattern, "^"), "$"))
+
+// holdsKey reports whether s contains a valid API key.
+func holdsKey(s string) bool {
+	return slices.ContainsFunc(keyShape.FindAllString(s, -1), keys.Valid)
+}
+
 // MinDuration is the shortest period, lifetime or rotation accepted.
 const MinDuration = time.Minute
+
+// Limits of secretTemplate, as the CRD has them: they bound what one ApiKey makes keysmith and every
+// verifier keep in memory. Label keys and values and annotation keys are also bounded by their syntax
+// (qualified names of at most 253 + 1 + 63 characters, label values of at most 63).
+const (
+	MaxTemplateLabels                = 32
+	MaxTemplateAnnotations           = 32
+	MaxTemplateAnnotationValueLength = 4096 // characters
+)
+
+// The CRD's messages for secretTemplate.
+const (
+	msgTemplateReserved      = "secretTemplate.labels must not set app.kubernetes.io/managed-by or keys under keysmith.dev/"
+	msgTemplateLabelKey      = "secretTemplate.labels keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of at most 63 characters, alphanumeric at both ends with '-', '_' or '.' between"
+	msgTemplateLabelValue    = "secretTemplate.labels values must have at most 63 characters, alphanumeric at both ends with '-', '_' or '.' between, or be empty"
+	msgTemplateAnnotationKey = "secretTemplate.annotations keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of at most 63 characters, alphanumeric at both ends with '-', '_' or '.' between"
+)
+
+// validate checks the template as the CRD does, and the annotations' total size as the API server will
+// check the Secret's (a template it would refuse is refused before any key is issued). A path names the
+// entry only when its key is a valid one that does not look like an API key: conditions and events
+// repeat paths, never values, and a key pasted into the template must not reach them either.
+func (t *SecretTemplate) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	lp, ap := p.Child("labels"), p.Child("annotations")
+	entry := func(p *field.Path, k string, valid bool) *field.Path {
+		if valid && !holdsKey(k) {
+			return p.Key(k)
+		}
+		return p
+	}
+	if n := len(t.Labels); n > MaxTemplateLabels {
+		errs = append(errs, field.TooMany(lp, n, MaxTemplateLabels))
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
+		v, valid := t.Labels[k], len(validation.IsQualifiedName(k)) == 0
+		if k == LabelManagedBy || strings.HasPrefix(k, "keysmith.dev/") {
+			errs = append(errs, field.Forbidden(entry(lp, k, valid), msgTemplateReserved))
+		}
+		if !valid {
+			errs = append(errs, field.Invalid(lp, k, msgTemplateLabelKey))
+		}
+		if len(validation.IsValidLabelValue(v)) > 0 {
+			errs = append(errs, field.Invalid(entry(lp, k, valid), v, msgTemplateLabelValue))
+		}
+	}
+	if n := len(t.Annotations); n > MaxTemplateAnnotations {
+		errs = append(errs, field.TooMany(ap, n, MaxTemplateAnnotations))
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Annotations)) {
+		valid := len(validation.IsQualifiedName(strings.ToLower(k))) == 0
+		if !valid {
+			errs = append(errs, field.Invalid(ap, k, msgTemplateAnnotationKey))
+		}
+		if utf8.RuneCountInString(t.Annotations[k]) > MaxTemplateAnnotationValueLength {
+			errs = append(errs, field.TooLongCharacters(entry(ap, k, valid), t.Annotations[k], MaxTemplateAnnotationValueLength))
+		}
+	}
+	if err := apivalidation.ValidateAnnotationsSize(t.Annotations); err != nil {
+		errs = append(errs, field.TooLong(ap, "", apivalidation.TotalAnnotationSizeLimitB))
+	}
+	return errs
+}
 
 // Validate checks a spec the way the CRD schema and its CEL rules do, so that keysmith refuses to act on a
 // spec that reached it without admission (an older CRD, a direct etcd write). The messages match the CRD's.
@@ -47,15 +122,7 @@ func (s *ApiKeySpec) Validate() field.ErrorList {
 		errs = append(errs, field.Invalid(p.Child("secretName"), s.SecretName, strings.Join(msgs, "; ")))
 	}
 	if t := s.SecretTemplate; t != nil {
-		tp := p.Child("secretTemplate")
-		for k := range t.Labels {
-			if k == LabelManagedBy || strings.HasPrefix(k, "keysmith.dev/") {
-				errs = append(errs, field.Forbidden(tp.Child("labels").Key(k), "secretTemplate.labels must not set app.kubernetes.io/managed-by or keys under keysmith.dev/"))
-			}
-		}
-		// The API server would refuse a Secret with these; refuse them here, before any key is issued.
-		errs = append(errs, metav1validation.ValidateLabels(t.Labels, tp.Child("labels"))...)
-		errs = append(errs, apivalidation.ValidateAnnotations(t.Annotations, tp.Child("annotations"))...)
+		errs = append(errs, t.validate(p.Child("secretTemplate"))...)
 	}
 	if s.RevokeUnusedAfter != nil && s.RevokeUnusedAfter.Duration < MinDuration {
 		errs = append(errs, field.Invalid(p.Child("revokeUnusedAfter"), s.RevokeUnusedAfter.Duration.String(), "revokeUnusedAfter must be at least 1m"))

@@ -2,7 +2,9 @@ package operator
 
 import (
 	"cmp"
+	"regexp"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,8 +40,8 @@ const (
 //   - for a Secret controlled by an ApiKey (keysmith.dev, kind ApiKey): also the controller reference,
 //     its labels and annotations (at most 64 of each, values of at most 256 bytes) and its key-id and
 //     expires-at entries (at most 256 bytes each); a longer value is replaced by its
-//     SHA-256, and so is any value shaped like a key (keys.Valid), so that no key stays in the cache
-//     even when someone copies one into a label;
+//     SHA-256, and so is any value holding a key (a valid one, checksum included), so that no key stays
+//     in the cache even when someone copies one into a label;
 //   - for any other Secret: only keysmith's two labels, no data (data[controllers.CachedKeyHash] is
 //     empty), no annotations, no owner references.
 //
@@ -116,13 +118,16 @@ func apiKeyController(s *corev1.Secret) *metav1.OwnerReference {
 	return ref
 }
 
-// bounded returns v, or its SHA-256 when v is longer than limit bytes or shaped like a key.
+// bounded returns v, or its SHA-256 when v is longer than limit bytes or holds a key.
 func bounded(v string, limit int) string {
-	if len(v) > limit || keys.Valid(v) {
+	if len(v) > limit || slices.ContainsFunc(keyShape.FindAllString(v, -1), keys.Valid) {
 		return keys.Hash(v)
 	}
 	return v
 }
+
+// keyShape finds keys within a string (keys.Pattern is anchored).
+var keyShape = regexp.MustCompile(strings.TrimSuffix(strings.TrimPrefix(keys.Pattern, "^"), "$"))
 
 // boundedMap keeps at most maxCachedEntries entries, keysmith's labels first and then in key order,
 // values bounded by valueLimit.

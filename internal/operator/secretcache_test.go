@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -139,14 +138,16 @@ func TestTransformSecret(t *testing.T) {
 				s.Data[v1alpha1.SecretKeyExpiresAt] = []byte(keys.Hash(long))
 				s.Type = corev1.SecretType(keys.Hash(long))
 			})},
-		{"a long annotation and a key in a label are kept as hashes",
+		{"a long annotation, a key in a label and one within an annotation are kept as hashes",
 			secret(func(s *corev1.Secret) {
 				s.Annotations["big"] = long
 				s.Labels["leak"] = other.Plaintext()
+				s.Annotations["leak"] = "the key is " + plaintext + "."
 			}),
 			cached(func(s *corev1.Secret) {
 				s.Annotations["big"] = keys.Hash(long)
 				s.Labels["leak"] = keys.Hash(other.Plaintext())
+				s.Annotations["leak"] = keys.Hash("the key is " + plaintext + ".")
 			})},
 		{"at most 64 labels and 64 annotations, keysmith's labels first",
 			secret(func(s *corev1.Secret) { s.Labels = labels(many); s.Annotations = many }),
@@ -204,7 +205,7 @@ func TestTransformSecret(t *testing.T) {
 					t.Error("a key is left in the transformed Secret")
 				}
 			}
-			for _, m := range regexp.MustCompile(keys.Pattern).FindAllString(text, -1) {
+			for _, m := range keyShape.FindAllString(text, -1) {
 				if keys.Valid(m) {
 					t.Error("something shaped like a key is left in the transformed Secret")
 				}
@@ -233,7 +234,7 @@ func metaJSON(t *testing.T, s *corev1.Secret) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return regexp.MustCompile(keys.Pattern).ReplaceAllString(string(b), "[key]")
+	return keyShape.ReplaceAllString(string(b), "[key]")
 }
 
 // dataEntries names the data entries and their sizes, never their values.
