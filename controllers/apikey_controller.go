@@ -129,7 +129,15 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 	}
 	settings, err := validate(ak, pol)
 	if err != nil {
-		return ctrl.Result{}, r.stall(ctx, ak, now, v1alpha1.ReasonInvalidSpec, v1alpha1.EventInvalidSpec, err.Error())
+		// Nothing is issued for a spec that cannot work, but revocations are recorded, and existing keys
+		// keep what the policies grant of the spec's well-formed scopes (an ApiKey accepted by an earlier
+		// release can fail a rule added since).
+		st, requests := requested(ak, now)
+		st.Keys = withGrant(st.Keys, pol.Grant(wellFormedScopes(ak.Spec.Scopes)))
+		if err := r.stallWith(ctx, ak, st, now, v1alpha1.ReasonInvalidSpec, v1alpha1.EventInvalidSpec, err.Error()); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.afterRequests(ctx, ak, requests)
 	}
 	if len(pol.Violations) > 0 {
 		return ctrl.Result{}, r.enforce(ctx, ak, now, pol)
@@ -149,6 +157,12 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 		Disabled: ak.Spec.Disabled, Secret: state,
 	})
 	if wait := r.refusalBackoff(ak, now); wait > 0 && plan.Issue != rotation.TriggerNone {
+		// No new key until the API server accepts the Secret again; revocations are recorded meanwhile.
+		st, requests := requested(ak, now)
+		if err := r.writeStatus(ctx, ak, *st); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.recordTransitions(ak, requests)
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	switch {
@@ -196,7 +210,7 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Op
 		// lastUsedAt) do not, and skipping them saves a reconcile per write.
 		For(&v1alpha1.ApiKey{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
-			predicate.LabelChangedPredicate{}, deletionStarted{}))).
+			predicate.LabelChangedPredicate{}, deletionStarted{}, ungranted{}))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(e event.CreateEvent) bool {
 				return !r.ownSecrets.mine(client.ObjectKeyFromObject(e.Object), e.Object.GetResourceVersion())
@@ -282,7 +296,42 @@ func (r *ApiKeyReconciler) secretTaken(ctx context.Context, ak *v1alpha1.ApiKey)
 // secretConflict reports a foreign Secret holding the name, and looks again later.
 func (r *ApiKeyReconciler) secretConflict(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time) (ctrl.Result, error) {
 	msg := fmt.Sprintf("Secret %q exists and was not created by keysmith for this ApiKey; keysmith never adopts or overwrites it. Delete it or choose another spec.secretName.", ak.Spec.SecretName)
-	return ctrl.Result{RequeueAfter: conflictRecheck}, r.stall(ctx, ak, now, v1alpha1.ReasonSecretConflict, v1alpha1.EventSecretConflict, msg)
+	st, requests := requested(ak, now)
+	if err := r.stallWith(ctx, ak, st, now, v1alpha1.ReasonSecretConflict, v1alpha1.EventSecretConflict, msg); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.recordTransitions(ak, requests) // the foreign Secret is never touched
+	return ctrl.Result{RequeueAfter: conflictRecheck}, nil
+}
+
+// requested returns ak's status with what spec.disabled and keysmith.dev/revoke ask for applied, for the
+// paths that take no other lifecycle step (invalid spec, policy violation, foreign or refused Secret):
+// a revocation is recorded whatever else is wrong, so it holds once the annotation is gone or disabled
+// is set back.
+func requested(ak *v1alpha1.ApiKey, now time.Time) (*v1alpha1.ApiKeyStatus, rotation.Plan) {
+	plan := rotation.Requests(rotation.Input{
+		Now: now, Keys: ak.Status.Keys, CurrentKeyID: ak.Status.CurrentKeyID,
+		RotateRequest: ak.Annotations[v1alpha1.AnnotationRotate], HandledRotateRequest: ak.Status.HandledRotateRequest,
+		RevokeRequest: ak.Annotations[v1alpha1.AnnotationRevoke], HandledRevokeRequest: ak.Status.HandledRevokeRequest,
+		Disabled: ak.Spec.Disabled,
+	})
+	st := ak.Status.DeepCopy()
+	st.Keys, st.HandledRotateRequest, st.HandledRevokeRequest = plan.Keys, plan.HandledRotateRequest, plan.HandledRevokeRequest
+	return st, plan
+}
+
+// afterRequests follows a status write of requested: one event per revocation, and, when disabled, the
+// key taken out of keysmith's Secret.
+func (r *ApiKeyReconciler) afterRequests(ctx context.Context, ak *v1alpha1.ApiKey, requests rotation.Plan) error {
+	r.recordTransitions(ak, requests)
+	if requests.Inactive != v1alpha1.ReasonDisabled {
+		return nil
+	}
+	secret, state, err := r.observeSecret(ctx, ak)
+	if err != nil || state == rotation.SecretMissing || state == rotation.SecretForeign {
+		return err
+	}
+	return r.emptySecret(ctx, secret)
 }
 
 // permanent reports API errors that repeating the same write cannot fix.
@@ -336,6 +385,25 @@ func (r *ApiKeyReconciler) stallWith(ctx context.Context, ak *v1alpha1.ApiKey, s
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, event, "Reconcile", "%s", msg)
 	}
 	return nil
+}
+
+// ungranted passes a status update that leaves a valid key without a grant while the spec lists scopes:
+// a writer that does not know status.keys[].scopes (a replica of an earlier release during a rolling
+// upgrade, its last-used flush) dropped it, and only a reconcile records it again. When the grant is
+// empty on purpose (a policy forbids every scope), the reconcile writes nothing, so this cannot loop.
+type ungranted struct{ predicate.Funcs }
+
+func (ungranted) Update(e event.UpdateEvent) bool {
+	ak, ok := e.ObjectNew.(*v1alpha1.ApiKey)
+	if !ok || len(ak.Spec.Scopes) == 0 {
+		return false
+	}
+	for _, k := range ak.Status.Keys {
+		if rotation.Valid(k) && len(k.Scopes) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // deletionStarted passes the update that sets deletionTimestamp.

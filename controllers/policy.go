@@ -50,16 +50,20 @@ func (r *ApiKeyReconciler) evaluatePolicies(ctx context.Context, ak *v1alpha1.Ap
 func (r *ApiKeyReconciler) enforce(ctx context.Context, ak *v1alpha1.ApiKey, now time.Time, pol policy.Result) error {
 	msg := fmt.Sprintf("The ApiKey breaks %d policy rule(s); no key is issued or rotated (enforcement %s): %s",
 		len(pol.Violations), pol.Enforcement, strings.Join(pol.Violations, "; "))
+	st, requests := requested(ak, now)
 	if pol.Enforcement != v1alpha1.EnforcementRevoke {
-		st := ak.Status.DeepCopy()
 		st.Keys = withGrant(st.Keys, pol.Grant(ak.Spec.Scopes))
-		return r.stallWith(ctx, ak, st, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg)
+		if err := r.stallWith(ctx, ak, st, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg); err != nil {
+			return err
+		}
+		return r.afterRequests(ctx, ak, requests)
 	}
 	// Revocation and the stall go to status in one write, before the Secret is emptied.
-	st, revoked := revokeAll(ak, now, v1alpha1.RevokedPolicy)
-	if err := r.stallWith(ctx, ak, &st, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg); err != nil {
+	revoked := rotation.RevokeAll(st.Keys, now, v1alpha1.RevokedPolicy)
+	if err := r.stallWith(ctx, ak, st, now, v1alpha1.ReasonPolicyViolation, v1alpha1.EventPolicyViolation, msg); err != nil {
 		return err
 	}
+	r.recordTransitions(ak, requests)
 	if len(revoked) > 0 {
 		metrics.Revocations.WithLabelValues(v1alpha1.RevokedPolicy).Add(float64(len(revoked)))
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventKeyRevoked, "Revoke",

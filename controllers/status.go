@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,16 +110,24 @@ func desiredStatus(ak *v1alpha1.ApiKey, s effective, plan rotation.Plan, issued 
 // Retiring) and none on the others. The verifiers accept a scope only when a key's grant and the current
 // spec.scopes both hold it, so only keysmith, after evaluating policies, can widen what a key opens.
 func withGrant(keys []v1alpha1.IssuedKey, grant []string) []v1alpha1.IssuedKey {
-	if len(grant) == 0 {
-		grant = nil
-	}
 	out := make([]v1alpha1.IssuedKey, len(keys))
 	for i, k := range keys {
 		k.Scopes = nil
-		if rotation.Valid(k) {
-			k.Scopes = grant
+		if rotation.Valid(k) && len(grant) > 0 {
+			k.Scopes = slices.Clone(grant)
 		}
 		out[i] = k
+	}
+	return out
+}
+
+// wellFormedScopes returns the scopes of the spec that have the shape of a scope.
+func wellFormedScopes(scopes []string) []string {
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if v1alpha1.ValidScope(s) {
+			out = append(out, s)
+		}
 	}
 	return out
 }

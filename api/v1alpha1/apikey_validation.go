@@ -20,6 +20,10 @@ import (
 
 var scopePattern = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*:[a-z0-9]+([._-][a-z0-9]+)*$`)
 
+// ValidScope reports whether s has the shape of a scope: resource:action in lowercase, at most 128
+// characters.
+func ValidScope(s string) bool { return len(s) <= 128 && scopePattern.MatchString(s) }
+
 // keyShape finds API keys within a string (keys.Pattern is anchored).
 var keyShape = regexp.MustCompile(strings.TrimSuffix(strings.TrimPrefix(keys.Pattern, "^"), "$"))
 

@@ -15,6 +15,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
 // OutageRetry is how often the informers try the API server again while it cannot be reached.
@@ -29,20 +30,20 @@ const OutageRetry = time.Second
 // OutageRetry instead, inside the call, so the reflector never backs off for it and resumes within a
 // second of the API server's return. Every other error reaches the reflector unchanged.
 //
-// The ApiKey informer also tells the verifier's index whether a watch is open (watchReporter): while
-// these retries go on, or between a watch's end and the next one, the index is not being kept current,
-// although no watch error handler hears of it.
-func newInformer(ix watchReporter) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
+// Each ApiKey informer (one per namespace served, or one) also tells the verifier's index whether its
+// watch is open (a verify.WatchState of its own): while these retries go on, or between a watch's end and
+// the next one, the index is not being kept current, although no watch error handler hears of it.
+func newInformer(ix *verify.MemoryIndex) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
 	return func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
 		p := &patientListerWatcher{lw: toolscache.ToListerWatcherWithContext(lw), retry: OutageRetry}
 		if _, ok := obj.(*v1alpha1.ApiKey); ok {
-			p.report = ix
+			p.report = ix.NewWatchState()
 		}
 		return toolscache.NewSharedIndexInformer(p, obj, resync, indexers)
 	}
 }
 
-// watchReporter hears when the ApiKey informer's watch stops and starts (verify.MemoryIndex).
+// watchReporter hears when an ApiKey informer's watch stops and starts (verify.WatchState).
 type watchReporter interface {
 	WatchStopped()
 	WatchStarted()

@@ -5,6 +5,7 @@ package rotation
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -121,18 +122,8 @@ type Plan struct {
 
 // Decide plans the lifecycle step for in. It is a pure function of its input.
 func Decide(in Input) Plan {
-	now := in.Now.Truncate(time.Second)
-	p := Plan{Now: now, CurrentKeyID: in.CurrentKeyID, HandledRotateRequest: in.HandledRotateRequest,
-		HandledRevokeRequest: in.HandledRevokeRequest, settings: in.Settings}
-	// A value recorded verbatim (before digests) is recorded again as its digest.
-	if in.RotateRequest != "" && in.HandledRotateRequest == in.RotateRequest {
-		p.HandledRotateRequest = RequestDigest(in.RotateRequest)
-	}
-	if in.RevokeRequest != "" && in.HandledRevokeRequest == in.RevokeRequest {
-		p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
-	}
-	p.Keys = make([]v1alpha1.IssuedKey, len(in.Keys))
-	copy(p.Keys, in.Keys)
+	p := newPlan(in)
+	now := p.Now
 
 	// 1. Time: keys whose notAfter has passed are expired. The verifier already refuses them; this records it.
 	for i := range p.Keys {
@@ -141,45 +132,11 @@ func Decide(in Input) Plan {
 			p.transition(k, v1alpha1.KeyExpired)
 		}
 	}
-	current := p.current()
 
 	// 2. Revocations: the kill switch, revoke requests, unused keys.
-	if in.Disabled {
-		for i := range p.Keys {
-			p.revoke(&p.Keys[i], v1alpha1.RevokedDisabled)
-		}
-		if in.RevokeRequest != "" {
-			p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
-		}
-		if in.RotateRequest != "" {
-			p.HandledRotateRequest = RequestDigest(in.RotateRequest)
-		}
-		p.Inactive = v1alpha1.ReasonDisabled
+	if p.requests(in) {
 		p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
 		return p
-	}
-	if !RequestHandled(in.RevokeRequest, in.HandledRevokeRequest) {
-		p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
-		ids, all, problem := ParseRevokeRequest(in.RevokeRequest)
-		var unknown []string
-		if problem == "" {
-			for _, id := range ids {
-				if k := p.find(id); k != nil {
-					p.revoke(k, v1alpha1.RevokedManual)
-				} else {
-					unknown = append(unknown, id)
-				}
-			}
-			if all {
-				for i := range p.Keys {
-					p.revoke(&p.Keys[i], v1alpha1.RevokedManual)
-				}
-			}
-			if len(unknown) > 0 {
-				problem = fmt.Sprintf("keysmith.dev/revoke names %d key(s) this ApiKey does not list (any others were revoked)", len(unknown))
-			}
-		}
-		p.RevokeProblem = problem
 	}
 	if in.Settings.UnusedAfter > 0 {
 		for i := range p.Keys {
@@ -188,7 +145,7 @@ func Decide(in Input) Plan {
 			}
 		}
 	}
-	current = p.current()
+	current := p.current()
 	previous := p.find(in.CurrentKeyID)
 
 	// 3. Whether a new key is due, most specific reason first.
@@ -282,6 +239,79 @@ func Decide(in Input) Plan {
 	}
 	p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
 	return p
+}
+
+// Requests plans only what spec.disabled and keysmith.dev/revoke ask for (the revocations, the handled
+// request, Inactive when disabled), for an ApiKey that gets no other lifecycle step: it breaks a policy,
+// its spec is invalid, or its Secret is foreign or refused. A revocation is recorded whatever else is
+// wrong, so that it holds after the annotation is removed or disabled is set back. Nothing is issued.
+func Requests(in Input) Plan {
+	p := newPlan(in)
+	p.requests(in)
+	p.Keys = trim(p.Keys, v1alpha1.MaxKeysInStatus)
+	return p
+}
+
+// newPlan starts a plan for in: the time in whole seconds, a copy of the keys, and the handled requests,
+// rewritten as digests where an earlier release recorded them verbatim.
+func newPlan(in Input) Plan {
+	p := Plan{Now: in.Now.Truncate(time.Second), CurrentKeyID: in.CurrentKeyID,
+		HandledRotateRequest: asDigest(in.HandledRotateRequest), HandledRevokeRequest: asDigest(in.HandledRevokeRequest),
+		settings: in.Settings}
+	p.Keys = make([]v1alpha1.IssuedKey, len(in.Keys))
+	copy(p.Keys, in.Keys)
+	return p
+}
+
+// asDigest returns a handled request as status records it now: its digest.
+func asDigest(handled string) string {
+	if handled == "" || strings.HasPrefix(handled, "sha256:") {
+		return handled
+	}
+	return RequestDigest(handled)
+}
+
+// requests applies the kill switch and a new revoke request, and reports whether the ApiKey is disabled
+// (then nothing else happens).
+func (p *Plan) requests(in Input) (disabled bool) {
+	if in.Disabled {
+		for i := range p.Keys {
+			p.revoke(&p.Keys[i], v1alpha1.RevokedDisabled)
+		}
+		if in.RevokeRequest != "" {
+			p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
+		}
+		if in.RotateRequest != "" {
+			p.HandledRotateRequest = RequestDigest(in.RotateRequest)
+		}
+		p.Inactive = v1alpha1.ReasonDisabled
+		return true
+	}
+	if RequestHandled(in.RevokeRequest, in.HandledRevokeRequest) {
+		return false
+	}
+	p.HandledRevokeRequest = RequestDigest(in.RevokeRequest)
+	ids, all, problem := ParseRevokeRequest(in.RevokeRequest)
+	var unknown []string
+	if problem == "" {
+		for _, id := range ids {
+			if k := p.find(id); k != nil {
+				p.revoke(k, v1alpha1.RevokedManual)
+			} else {
+				unknown = append(unknown, id)
+			}
+		}
+		if all {
+			for i := range p.Keys {
+				p.revoke(&p.Keys[i], v1alpha1.RevokedManual)
+			}
+		}
+		if len(unknown) > 0 {
+			problem = fmt.Sprintf("keysmith.dev/revoke names %d key(s) this ApiKey does not list (any others were revoked)", len(unknown))
+		}
+	}
+	p.RevokeProblem = problem
+	return false
 }
 
 // revoke revokes k (when it is still valid) for reason, recording the transition.

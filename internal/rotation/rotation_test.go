@@ -547,3 +547,50 @@ var (
 	problemShape = regexp.MustCompile(`^keysmith\.dev/revoke (has more than 64 entries|entry [0-9]+ is not "all", a 12-hex-digit key id or a key|is empty); no key was revoked$`)
 	digestShape  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
+
+func TestRequests(t *testing.T) {
+	active := []v1alpha1.IssuedKey{key("aaaaaaaaaaaa", v1alpha1.KeyActive, 0, 90*day), key("bbbbbbbbbbbb", v1alpha1.KeyRetiring, 0, 6*day)}
+	for _, tc := range []struct {
+		name       string
+		in         Input
+		states     map[string]v1alpha1.KeyState
+		handledRev string
+		handledRot string
+		inactive   string
+		problem    bool
+	}{
+		{name: "a revoke request is recorded though nothing else happens",
+			in:     Input{RevokeRequest: "aaaaaaaaaaaa", RotateRequest: "r"},
+			states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked, "bbbbbbbbbbbb": v1alpha1.KeyRetiring}, handledRev: RequestDigest("aaaaaaaaaaaa")},
+		{name: "disabled revokes everything and handles both requests",
+			in:     Input{Disabled: true, RevokeRequest: "x", RotateRequest: "r"},
+			states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyRevoked, "bbbbbbbbbbbb": v1alpha1.KeyRevoked},
+			handledRev: RequestDigest("x"), handledRot: RequestDigest("r"), inactive: v1alpha1.ReasonDisabled},
+		{name: "a handled request does nothing", in: Input{RevokeRequest: "all", HandledRevokeRequest: RequestDigest("all")},
+			states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyActive}, handledRev: RequestDigest("all")},
+		{name: "a malformed request is handled and reported", in: Input{RevokeRequest: "oops"},
+			states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyActive}, handledRev: RequestDigest("oops"), problem: true},
+		{name: "a verbatim record of an earlier release becomes its digest, annotation gone",
+			in:     Input{HandledRevokeRequest: "the leaked one", HandledRotateRequest: "1764230400"},
+			states: map[string]v1alpha1.KeyState{"aaaaaaaaaaaa": v1alpha1.KeyActive}, handledRev: RequestDigest("the leaked one"), handledRot: RequestDigest("1764230400")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Now, tc.in.Keys, tc.in.CurrentKeyID = at(day), active, "aaaaaaaaaaaa"
+			p := Requests(tc.in)
+			for id, st := range tc.states {
+				if got := find(p.Keys, id).State; got != st {
+					t.Errorf("key %s = %s, want %s", id, got, st)
+				}
+			}
+			if p.HandledRevokeRequest != tc.handledRev || p.HandledRotateRequest != tc.handledRot {
+				t.Errorf("handled = %q, %q; want %q, %q", p.HandledRevokeRequest, p.HandledRotateRequest, tc.handledRev, tc.handledRot)
+			}
+			if p.Inactive != tc.inactive || (p.RevokeProblem != "") != tc.problem || p.Issue != TriggerNone {
+				t.Errorf("inactive %q, problem %q, issue %q", p.Inactive, p.RevokeProblem, p.Issue)
+			}
+			if active[0].State != v1alpha1.KeyActive {
+				t.Fatal("Requests modified its input")
+			}
+		})
+	}
+}

@@ -57,7 +57,7 @@ type MemoryIndex struct {
 	// versions holds the uid and resourceVersion of each ApiKey indexed; tombstones the resourceVersion
 	// of a list that no longer held an ApiKey. An event older than either never replaces what they say.
 	versions   map[types.NamespacedName]objectVersion
-	tombstones map[types.NamespacedName]uint64
+	tombstones map[types.NamespacedName]tombstone
 
 	synced      func() bool
 	maxStale    time.Duration
@@ -65,9 +65,67 @@ type MemoryIndex struct {
 	syncMu      sync.Mutex
 	lastSync    func() string // the reflector's last synced resourceVersion
 	syncAtBreak string        // its value when the watch broke
-	// watchStopped is when the informer's watch stopped delivering (closed, or failing to open, which
-	// client-go retries without telling anyone); 0 while a watch is open.
-	watchStopped atomic.Int64
+	// watches are the watch states of the ApiKey informers (one per namespace served, or one), each
+	// reported by its ListerWatcher; watchesMu guards the slice, not the states.
+	watchesMu sync.Mutex
+	watches   []*WatchState
+	// own is the state the index's own WatchStopped and WatchStarted report.
+	own *WatchState
+}
+
+// WatchState is whether one informer's watch delivers: since when it has not (closed, or failing to
+// open, which client-go retries without telling anyone), 0 while a watch is open.
+type WatchState struct {
+	ix      *MemoryIndex
+	stopped atomic.Int64
+}
+
+// WatchStopped records that the informer has no open watch. Unless a watch opens again within
+// watchGrace, the staleness clock starts at this instant.
+func (w *WatchState) WatchStopped() {
+	w.stopped.CompareAndSwap(0, w.ix.clock.Now().UnixNano())
+}
+
+// WatchStarted records that a watch is open again: it delivers every change since the informer's last
+// resourceVersion, and the index ignores whatever of that is older than what it holds. Once every
+// informer has a watch, the break is over.
+func (w *WatchState) WatchStarted() {
+	if w.stopped.Swap(0) != 0 && w.ix.stoppedSince() == 0 {
+		w.ix.WatchHealthy()
+	}
+}
+
+// NewWatchState registers the watch state of one more ApiKey informer.
+func (ix *MemoryIndex) NewWatchState() *WatchState {
+	w := &WatchState{ix: ix}
+	ix.watchesMu.Lock()
+	defer ix.watchesMu.Unlock()
+	ix.watches = append(ix.watches, w)
+	return w
+}
+
+// stoppedSince returns the earliest instant (unix nanos) at which a watch stopped that has not opened
+// again, or 0.
+func (ix *MemoryIndex) stoppedSince() int64 {
+	ix.watchesMu.Lock()
+	defer ix.watchesMu.Unlock()
+	earliest := int64(0)
+	for _, w := range ix.watches {
+		if s := w.stopped.Load(); s != 0 && (earliest == 0 || s < earliest) {
+			earliest = s
+		}
+	}
+	return earliest
+}
+
+// tombstoneTTL bounds how long a tombstone is kept when the informer's resourceVersion is unknown (an
+// informer per namespace): a watch resumed after longer than that starts with a fresh list anyway (etcd
+// compacts every 5 minutes).
+const tombstoneTTL = 10 * time.Minute
+
+type tombstone struct {
+	rv uint64
+	at time.Time
 }
 
 // objectVersion identifies the version of an ApiKey the index holds.
@@ -83,11 +141,13 @@ const watchGrace = 2 * time.Second
 // NewMemoryIndex returns an empty index. synced reports whether the informer has synced; until it has,
 // Ready fails. maxStale is how long a broken watch is tolerated before Ready fails.
 func NewMemoryIndex(scope Scope, clk clock.PassiveClock, synced func() bool, maxStale time.Duration) *MemoryIndex {
-	return &MemoryIndex{
+	ix := &MemoryIndex{
 		scope: scope, clock: clk, synced: synced, maxStale: maxStale,
 		byDigest: map[keys.Digest]*Entry{}, byObject: map[types.NamespacedName][]*Entry{},
-		versions: map[types.NamespacedName]objectVersion{}, tombstones: map[types.NamespacedName]uint64{},
+		versions: map[types.NamespacedName]objectVersion{}, tombstones: map[types.NamespacedName]tombstone{},
 	}
+	ix.own = ix.NewWatchState()
+	return ix
 }
 
 // Lookup implements Index.
@@ -147,24 +207,15 @@ func (ix *MemoryIndex) lastSyncLocked() string {
 // WatchHealthy records that the watch delivers again (an event arrived, or the reflector synced).
 func (ix *MemoryIndex) WatchHealthy() { ix.brokenSince.Store(0) }
 
-// WatchStopped records that the ApiKey informer has no open watch: its watch ended, or opening one
-// failed (client-go retries 429, 503 and timeouts without calling any error handler). Unless a watch
-// opens again within watchGrace, the staleness clock starts at this instant.
-func (ix *MemoryIndex) WatchStopped() {
-	ix.watchStopped.CompareAndSwap(0, ix.clock.Now().UnixNano())
-}
+// WatchStopped and WatchStarted report the watch state of an informer that did not register its own
+// (NewWatchState): the ApiKey informer has no open watch (its watch ended, or opening one failed, which
+// client-go retries on 429, 503 and timeouts without calling any error handler), or has one again.
+func (ix *MemoryIndex) WatchStopped() { ix.own.WatchStopped() }
+func (ix *MemoryIndex) WatchStarted() { ix.own.WatchStarted() }
 
-// WatchStarted records that a watch is open again: it delivers every change since the informer's last
-// resourceVersion, and the index ignores whatever of that is older than what it holds.
-func (ix *MemoryIndex) WatchStarted() {
-	if ix.watchStopped.Swap(0) != 0 {
-		ix.WatchHealthy()
-	}
-}
-
-// checkWatch starts the staleness clock when the watch has been stopped for longer than watchGrace.
+// checkWatch starts the staleness clock when a watch has been stopped for longer than watchGrace.
 func (ix *MemoryIndex) checkWatch() {
-	if since := ix.watchStopped.Load(); since != 0 && ix.clock.Since(time.Unix(0, since)) > watchGrace {
+	if since := ix.stoppedSince(); since != 0 && ix.clock.Since(time.Unix(0, since)) > watchGrace {
 		ix.brokenAt(time.Unix(0, since))
 	}
 }
@@ -198,8 +249,8 @@ func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func
 		}
 		ix.checkWatch()
 		ix.pruneTombstones()
-		rctx, cancel := context.WithTimeout(ctx, 2*every)
 		if ix.brokenSince.Load() == 0 {
+			rctx, cancel := context.WithTimeout(ctx, 2*every)
 			if wasBroken { // an event ended the break
 				lastOK, wasBroken = ix.clock.Now(), false
 			}
@@ -213,7 +264,6 @@ func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func
 		}
 		wasBroken = true
 		if ix.resynced() {
-			cancel()
 			ix.WatchHealthy()
 			lastOK, wasBroken = ix.clock.Now(), false
 			continue
@@ -222,6 +272,9 @@ func (ix *MemoryIndex) Probe(ctx context.Context, every time.Duration, ping func
 		ix.syncMu.Lock()
 		before := ix.lastSyncLocked()
 		ix.syncMu.Unlock()
+		// A list of every ApiKey takes longer than a ping on a large cluster: give it up to half the
+		// staleness bound rather than abandoning it after two ticks and starting over.
+		rctx, cancel := context.WithTimeout(ctx, max(2*every, ix.maxStale/2))
 		items, listRV, err := list(rctx)
 		cancel()
 		if err != nil {
@@ -245,28 +298,26 @@ func (ix *MemoryIndex) replaceAll(items []v1alpha1.ApiKey, listRV uint64) {
 		present[types.NamespacedName{Namespace: items[i].Namespace, Name: items[i].Name}] = true
 		ix.upsert(&items[i])
 	}
-	for nn := range ix.entries() {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for nn := range ix.byObject {
 		if !present[nn] {
-			ix.Delete(nn)
-			if listRV != 0 {
-				ix.mu.Lock()
-				ix.tombstones[nn] = listRV
-				ix.mu.Unlock()
-			}
+			ix.deleteLocked(nn, listRV)
 		}
 	}
 }
 
-// pruneTombstones forgets the tombstones the informer has caught up with: every event it delivers from
-// now on is newer than they are.
+// pruneTombstones forgets the tombstones the informer has caught up with (every event it delivers from
+// now on is newer than they are), and, when its resourceVersion is unknown, those older than tombstoneTTL.
 func (ix *MemoryIndex) pruneTombstones() {
 	ix.syncMu.Lock()
 	synced := parseRV(ix.lastSyncLocked())
 	ix.syncMu.Unlock()
+	now := ix.clock.Now()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	for nn, rv := range ix.tombstones {
-		if synced >= rv {
+	for nn, t := range ix.tombstones {
+		if synced >= t.rv || now.Sub(t.at) > tombstoneTTL {
 			delete(ix.tombstones, nn)
 		}
 	}
@@ -291,7 +342,7 @@ func (ix *MemoryIndex) older(nn types.NamespacedName, rv uint64) bool {
 		return true
 	}
 	t, ok := ix.tombstones[nn]
-	return ok && rv <= t
+	return ok && rv <= t.rv
 }
 
 // Upsert replaces what the index holds for ak. Last-used times carry over to the new entries. A version
@@ -303,12 +354,17 @@ func (ix *MemoryIndex) Upsert(ak *v1alpha1.ApiKey) {
 
 func (ix *MemoryIndex) upsert(ak *v1alpha1.ApiKey) {
 	nn := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name}
+	rv := parseRV(ak.ResourceVersion)
 	if !ix.scope.includes(ak) {
-		ix.Delete(nn)
+		// Out of scope from this version on: a list from before it must not bring the keys back.
+		ix.mu.Lock()
+		defer ix.mu.Unlock()
+		if !ix.older(nn, rv) {
+			ix.deleteLocked(nn, rv)
+		}
 		return
 	}
 	fresh := entriesOf(ak)
-	rv := parseRV(ak.ResourceVersion)
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if ix.older(nn, rv) {
@@ -387,7 +443,7 @@ func granted(grant, spec []string) []string {
 func (ix *MemoryIndex) Delete(nn types.NamespacedName) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.deleteLocked(nn)
+	ix.deleteLocked(nn, 0)
 }
 
 // DeleteObject removes ak's keys after a delete event, unless the index holds a newer ApiKey of that
@@ -397,18 +453,24 @@ func (ix *MemoryIndex) DeleteObject(ak *v1alpha1.ApiKey) {
 	ix.WatchHealthy()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if v, ok := ix.versions[nn]; ok && v.uid != ak.UID && ix.older(nn, parseRV(ak.ResourceVersion)) {
+	rv := parseRV(ak.ResourceVersion)
+	if v, ok := ix.versions[nn]; ok && v.uid != ak.UID && ix.older(nn, rv) {
 		return
 	}
-	ix.deleteLocked(nn)
+	ix.deleteLocked(nn, rv)
 }
 
-func (ix *MemoryIndex) deleteLocked(nn types.NamespacedName) {
+// deleteLocked removes nn's keys and, when rv is known, leaves a tombstone at rv: a list the probe took
+// before the deletion, or a late event, cannot bring the keys back.
+func (ix *MemoryIndex) deleteLocked(nn types.NamespacedName, rv uint64) {
 	for _, e := range ix.byObject[nn] {
 		ix.unindex(e)
 	}
 	delete(ix.byObject, nn)
 	delete(ix.versions, nn)
+	if rv != 0 && rv > ix.tombstones[nn].rv {
+		ix.tombstones[nn] = tombstone{rv: rv, at: ix.clock.Now()}
+	}
 }
 
 // unindex drops e from the digest map, unless the digest now belongs to another entry.

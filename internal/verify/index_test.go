@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -43,6 +44,21 @@ func TestIndexGrants(t *testing.T) {
 				t.Errorf("scopes = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCheckRefusesAKeyGrantedNothing(t *testing.T) {
+	f := newFixture(t)
+	ak := f.apiKey()
+	ak.Status.Keys[0].Scopes = nil
+	f.ix.Upsert(ak)
+	for _, scopes := range [][]string{nil, {"users:read"}} {
+		if got := Check(f.ix, f.clk.Now(), Request{Key: f.active, Scopes: scopes}).Code; got != CodeInsufficientScope {
+			t.Errorf("required %v: %s, want %s", scopes, got, CodeInsufficientScope)
+		}
+	}
+	if got := Check(f.ix, f.clk.Now(), Request{Key: f.retiring}).Code; got != CodeValid {
+		t.Errorf("a granted key: %s", got)
 	}
 }
 
@@ -138,6 +154,43 @@ func TestIndexNeverGoesBack(t *testing.T) {
 	}
 }
 
+// A delete event that arrives between the probe's check of the informer and its replaceAll of a list
+// taken before the deletion must not bring the deleted ApiKey's keys back.
+func TestDeleteBeatsAnOlderList(t *testing.T) {
+	f := newFixture(t)
+	ak := f.apiKey()
+	ak.UID, ak.ResourceVersion = "uid-1", "90"
+	f.ix.Upsert(ak)
+	deleted := ak.DeepCopy()
+	deleted.ResourceVersion = "95"
+	f.ix.DeleteObject(deleted)
+	f.ix.replaceAll([]v1alpha1.ApiKey{*ak}, 92)
+	if entryOf(f.ix, f.active) != nil {
+		t.Fatal("a list from before the deletion brought the keys back")
+	}
+	// Going out of the verifier's scope (a label removed at rv 100) holds against an older list too.
+	sel := f.apiKey()
+	sel.UID, sel.ResourceVersion, sel.Name = "uid-2", "99", "scoped"
+	scoped := NewMemoryIndex(Scope{Selector: mustSelector(t, "team=pay")}, f.clk, func() bool { return true }, time.Minute)
+	sel.Labels = map[string]string{"team": "pay"}
+	scoped.Upsert(sel)
+	out := sel.DeepCopy()
+	out.ResourceVersion, out.Labels = "100", nil
+	scoped.Upsert(out)
+	scoped.replaceAll([]v1alpha1.ApiKey{*sel}, 99)
+	if entryOf(scoped, f.active) != nil {
+		t.Fatal("a list from before the label change brought the keys back")
+	}
+}
+
+func mustSelector(t *testing.T, s string) labels.Selector {
+	sel, err := labels.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sel
+}
+
 func TestWatchStopped(t *testing.T) {
 	f := newFixture(t)
 	f.ix.WatchStopped()
@@ -159,5 +212,40 @@ func TestWatchStopped(t *testing.T) {
 	f.ix.WatchStarted()
 	if f.ix.Ready() != nil {
 		t.Fatal("a reopened watch did not end the break")
+	}
+}
+
+// With one informer per namespace served, the watch is healthy only while every one of them has one.
+func TestWatchStatesPerInformer(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.ix.NewWatchState(), f.ix.NewWatchState()
+	a.WatchStopped()
+	f.clk.Step(watchGrace + time.Second)
+	b.WatchStopped()
+	f.ix.checkWatch()
+	if f.ix.brokenSince.Load() == 0 {
+		t.Fatal("a watch stopped past the grace did not start the staleness clock")
+	}
+	a.WatchStarted()
+	if f.ix.brokenSince.Load() == 0 {
+		t.Fatal("one informer's watch ended the break while another's is still stopped")
+	}
+	b.WatchStarted()
+	if f.ix.brokenSince.Load() != 0 {
+		t.Fatal("every watch is open again, but the break goes on")
+	}
+}
+
+func TestTombstonesExpireWithoutAResourceVersion(t *testing.T) {
+	f := newFixture(t)
+	f.ix.replaceAll(nil, 50)
+	f.ix.pruneTombstones()
+	if len(f.ix.tombstones) != 1 {
+		t.Fatalf("%d tombstones, want 1", len(f.ix.tombstones))
+	}
+	f.clk.Step(tombstoneTTL + time.Second)
+	f.ix.pruneTombstones()
+	if len(f.ix.tombstones) != 0 {
+		t.Fatal("a tombstone outlived its TTL with no informer resourceVersion to prune it by")
 	}
 }

@@ -124,6 +124,15 @@ func Check(ix Index, now time.Time, req Request) Result {
 	if !req.Accept.Accepts(e) {
 		return Result{Code: CodeNotAccepted, Entry: e}
 	}
+	if len(e.Scopes) == 0 {
+		// keysmith granted this key nothing (a policy forbids every scope, --require-policy, or no grant
+		// recorded yet): it opens nothing, not even a check that requires no scope.
+		missing := ""
+		if len(req.Scopes) > 0 {
+			missing = req.Scopes[0]
+		}
+		return Result{Code: CodeInsufficientScope, Entry: e, Missing: missing}
+	}
 	for _, want := range req.Scopes {
 		if !slices.Contains(e.Scopes, want) {
 			return Result{Code: CodeInsufficientScope, Entry: e, Missing: want}

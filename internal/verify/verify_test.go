@@ -167,7 +167,7 @@ func TestScope(t *testing.T) {
 	ix := NewMemoryIndex(Scope{Namespaces: []string{"pay"}, Selector: sel}, clk, func() bool { return true }, time.Minute)
 	k := gen(t)
 	ak := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "a", Labels: map[string]string{"team": "payments"}},
-		Spec: v1alpha1.ApiKeySpec{Scopes: []string{"a:b"}}, Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(k, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
+		Spec: v1alpha1.ApiKeySpec{Scopes: []string{"users:read"}}, Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(k, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
 	ix.Upsert(ak)
 	if Check(ix, clk.Now(), Request{Key: k}).Code != CodeValid {
 		t.Fatal("in-scope key refused")
@@ -244,7 +244,7 @@ func TestProbe(t *testing.T) {
 	fresh := gen(t)
 	// While the reflector backs off, the API server already answers lists: the billing ApiKey is gone
 	// and another one exists.
-	other := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "new"},
+	other := &v1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "pay", Name: "new"}, Spec: v1alpha1.ApiKeySpec{Scopes: []string{"users:read"}},
 		Status: v1alpha1.ApiKeyStatus{Keys: []v1alpha1.IssuedKey{issued(fresh, v1alpha1.KeyActive, t0.Add(time.Hour))}}}
 	list := func(context.Context) ([]v1alpha1.ApiKey, string, error) {
 		if apiDown.Load() {

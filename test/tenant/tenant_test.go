@@ -177,6 +177,47 @@ var _ = Describe("Tenant-safe verification", Ordered, ContinueOnFailure, func() 
 		})
 	})
 
+	Context("with the operator running", func() {
+		It("records a revocation requested while the ApiKey breaks a policy, so it holds once the annotation is gone", func() {
+			team := map[string]string{"tenant.keysmith.dev/team": "revoke-blocked"}
+			ns := newNamespace(team)
+			_, key := issue(ns, "svc", "users:read", "audit:read")
+			policy("users-only-revoke", team, v1alpha1.EnforcementBlock, "users:*")
+			Eventually(func() string { return stalledReason(ns, "svc") }, eventually, poll).Should(Equal(v1alpha1.ReasonPolicyViolation))
+			id := keys.ID(key)
+			update(ns, "svc", func(ak *v1alpha1.ApiKey) { ak.Annotations = map[string]string{v1alpha1.AnnotationRevoke: id} })
+			Eventually(func() v1alpha1.KeyState { return get(ns, "svc").Status.Keys[0].State }, eventually, poll).Should(Equal(v1alpha1.KeyRevoked))
+			Expect(get(ns, "svc").Status.Keys[0].Reason).To(Equal(v1alpha1.RevokedManual))
+			update(ns, "svc", func(ak *v1alpha1.ApiKey) { delete(ak.Annotations, v1alpha1.AnnotationRevoke) })
+			Consistently(func() verify.Code { return httpCode(key, "users:read") }, time.Second, 50*time.Millisecond).Should(Equal(verify.CodeRevoked))
+		})
+
+		It("keeps the grant of a key retiring during its overlap", func() {
+			ns := newNamespace(nil)
+			first, oldKey := issue(ns, "svc", "users:read")
+			update(ns, "svc", func(ak *v1alpha1.ApiKey) {
+				ak.Spec.Rotation = &v1alpha1.RotationSpec{Period: metav1.Duration{Duration: 720 * time.Hour}, Overlap: &metav1.Duration{Duration: time.Hour}}
+				ak.Annotations = map[string]string{v1alpha1.AnnotationRotate: "1"}
+			})
+			Eventually(func() string { return get(ns, "svc").Status.CurrentKeyID }, eventually, poll).ShouldNot(Equal(first.Status.CurrentKeyID))
+			ak := get(ns, "svc")
+			Expect(ak.Status.Keys[1].State).To(Equal(v1alpha1.KeyRetiring))
+			Expect(ak.Status.Keys[1].Scopes).To(Equal([]string{"users:read"}))
+			Expect(httpCode(oldKey, "users:read")).To(Equal(verify.CodeValid))
+		})
+
+		It("records the grant again when another writer drops it (a replica of an earlier release during an upgrade)", func() {
+			ns := newNamespace(nil)
+			_, key := issue(ns, "svc", "users:read")
+			ak := get(ns, "svc")
+			base := ak.DeepCopy()
+			ak.Status.Keys[0].Scopes = nil
+			Expect(k8s.Status().Patch(ctx, ak, client.MergeFrom(base))).To(Succeed())
+			Eventually(func() []string { return get(ns, "svc").Status.Keys[0].Scopes }, eventually, poll).Should(Equal([]string{"users:read"}))
+			Eventually(func() verify.Code { return httpCode(key, "users:read") }, eventually, poll).Should(Equal(verify.CodeValid))
+		})
+	})
+
 	Context("with no manager running", func() {
 		var disable, revokeOne, revokeAll, deleted, narrowed, blocked target
 
