@@ -213,14 +213,14 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 }
 
 // cacheOptions are the manager's and the standalone verifier's cache: informers that wait out an
-// unreachable API server (informers.go), managed fields stripped, watch errors reported to the verifier,
-// and byObject narrowing what is cached.
+// unreachable API server (informers.go), managed fields stripped, ApiKeys reduced to what keysmith reads
+// (apikeycache.go), watch errors reported to the verifier, and byObject narrowing what is cached.
 func cacheOptions(v *verify.Verifier, byObject map[client.Object]cache.ByObject) cache.Options {
 	return cache.Options{
 		NewInformer:              newInformer(v.Index),
 		DefaultTransform:         cache.TransformStripManagedFields(),
 		DefaultWatchErrorHandler: v.WatchErrorHandler,
-		ByObject:                 byObject,
+		ByObject:                 withApiKeyTransform(byObject),
 	}
 }
 
