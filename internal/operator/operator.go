@@ -111,6 +111,7 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	v.ListTransform = cachedApiKey
 	scheme := Scheme()
 	cfg = rest.CopyConfig(cfg)
 	cfg.DisableCompression = true
@@ -182,6 +183,7 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	v.ListTransform = cachedApiKey
 	scope := v.Scope()
 	byObject := cache.ByObject{Label: scope.Selector}
 	if len(scope.Namespaces) > 0 {

@@ -79,6 +79,9 @@ type Verifier struct {
 	certs   *certReloader
 	trusted []netip.Prefix
 	serving serving
+	// ListTransform, when set, is applied to every ApiKey the staleness probe lists from the API server,
+	// so that the index gets from a list exactly what it gets from the informer's (transformed) cache.
+	ListTransform func(*v1alpha1.ApiKey) *v1alpha1.ApiKey
 }
 
 // New prepares a verifier. Call WatchErrorHandler when building the manager's cache and Attach once the
@@ -510,6 +513,9 @@ func (v *Verifier) ping(r client.Reader) func(context.Context) error {
 	}
 }
 
+// listPage is how many ApiKeys the staleness probe asks for at a time.
+const listPage = 500
+
 // list reads every ApiKey in the scope served from the API server, with the resourceVersion of the
 // (oldest) list.
 func (v *Verifier) list(r client.Reader) func(context.Context) ([]v1alpha1.ApiKey, string, error) {
@@ -521,18 +527,31 @@ func (v *Verifier) list(r client.Reader) func(context.Context) ([]v1alpha1.ApiKe
 		var out []v1alpha1.ApiKey
 		rv := ""
 		for _, ns := range namespaces {
-			opts := []client.ListOption{client.InNamespace(ns)}
+			// Pages of listPage, each transformed as the cache transforms ApiKeys, so a large cluster's
+			// list never sits in memory whole and untransformed. Every page is of the first one's
+			// resourceVersion.
+			opts := []client.ListOption{client.InNamespace(ns), client.Limit(listPage)}
 			if v.Index.scope.Selector != nil {
 				opts = append(opts, client.MatchingLabelsSelector{Selector: v.Index.scope.Selector})
 			}
-			l := &v1alpha1.ApiKeyList{}
-			if err := r.List(ctx, l, opts...); err != nil {
-				return nil, "", err
+			cont := ""
+			for first := true; first || cont != ""; first = false {
+				l := &v1alpha1.ApiKeyList{}
+				if err := r.List(ctx, l, append(opts, client.Continue(cont))...); err != nil {
+					return nil, "", err
+				}
+				if first && (rv == "" || parseRV(l.ResourceVersion) < parseRV(rv)) {
+					rv = l.ResourceVersion
+				}
+				for i := range l.Items {
+					item := &l.Items[i]
+					if v.ListTransform != nil {
+						item = v.ListTransform(item)
+					}
+					out = append(out, *item)
+				}
+				cont = l.Continue
 			}
-			if rv == "" || parseRV(l.ResourceVersion) < parseRV(rv) {
-				rv = l.ResourceVersion
-			}
-			out = append(out, l.Items...)
 		}
 		return out, rv, nil
 	}
