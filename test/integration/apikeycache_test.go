@@ -23,6 +23,7 @@ import (
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/rotation"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
@@ -35,17 +36,8 @@ var _ = Describe("The ApiKey cache", Ordered, ContinueOnFailure, func() {
 
 	// run starts m and stops it when the spec ends.
 	run := func(m *operator.Manager) {
-		mctx, cancel := context.WithCancel(ctx)
-		stopped := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(stopped)
-			Expect(m.Start(mctx)).To(Succeed())
-		}()
-		DeferCleanup(func() {
-			cancel()
-			<-stopped
-		})
+		stop := testenv.Run(m)
+		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 		Expect(m.GetCache().WaitForCacheSync(ctx)).To(BeTrue())
 	}
 	newNamespace := func(prefix string) string {

@@ -35,17 +35,8 @@ var _ = Describe("The manager's Secret cache", Ordered, ContinueOnFailure, func(
 		var err error
 		mgr, err = operator.NewManager(cfg, operator.Options{MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
 		Expect(err).NotTo(HaveOccurred())
-		mctx, cancel := context.WithCancel(ctx)
-		stopped := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(stopped)
-			Expect(mgr.Start(mctx)).To(Succeed())
-		}()
-		DeferCleanup(func() {
-			cancel()
-			<-stopped
-		})
+		stop := testenv.Run(mgr)
+		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 		Expect(mgr.GetCache().WaitForCacheSync(ctx)).To(BeTrue())
 	})
 

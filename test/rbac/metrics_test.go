@@ -24,6 +24,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/operator"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
@@ -62,14 +63,8 @@ func freeAddress() string {
 
 // run starts m until the spec ends.
 func run(m *operator.Manager) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(m.Start(ctx)).To(Succeed())
-	}()
-	DeferCleanup(func() { cancel(); <-done })
+	stop := testenv.Run(m)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 }
 
 // waitServing waits until url answers at all (any status).

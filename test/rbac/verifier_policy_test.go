@@ -378,14 +378,7 @@ var _ = Describe("The standalone verifier's ServiceAccount", Ordered, func() {
 				AuditSink: filepath.Join(GinkgoT().TempDir(), "audit.log")},
 		})
 		Expect(err).NotTo(HaveOccurred())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(done)
-			Expect(v.Start(ctx)).To(Succeed())
-		}()
-		DeferCleanup(func() { cancel(); <-done })
+		run(v)
 		base := "http://" + v.Verifier.HTTPAddr()
 		Eventually(func() testenv.Verdict { return testenv.VerifyKey(http.DefaultClient, base, f.activeKey) }, 30*time.Second, 100*time.Millisecond).
 			Should(Equal(testenv.Accepted))

@@ -12,7 +12,6 @@
 package tenant
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -80,17 +79,10 @@ var _ = AfterSuite(func() {
 	Expect(testenv.FindKeys(logs.String())).To(BeZero(), "a key appears in the logs")
 })
 
-// run starts m and returns a function that stops it and waits until it has.
+// run starts m and returns a function that stops it and waits until it has (it may be called again).
 func run(m *operator.Manager) func() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(m.Start(ctx)).To(Succeed())
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { cancel(); <-done }) }
+	stop := testenv.Run(m)
+	return func() { Expect(stop()).To(Succeed()) }
 }
 
 // watchBlocker makes the API server refuse ApiKey watches with 429 while blocked (as an overloaded API
