@@ -21,6 +21,8 @@ import (
 // AuditRecord is one line of the audit trail: one per decision. It never holds a key; for a key that is
 // not found it holds a short fingerprint (the id the key would have). Caller, method and path are cut to
 // bounded lengths (Truncated says so), required scopes and constraints are validated before any decision.
+// What the request itself says (caller, method, path, scopes, namespaces) may still hold a key, which a
+// client put in its URL or headers: the writer redacts it before the record is written (redactKeys).
 type AuditRecord struct {
 	Time        time.Time `json:"time"`
 	Code        Code      `json:"code"`
@@ -37,7 +39,19 @@ type AuditRecord struct {
 	Path              string               `json:"path,omitempty"`
 	Truncated         bool                 `json:"truncated,omitempty"`
 	LatencyUS         float64              `json:"latencyMicros"`
+
+	// cut says which of caller, method and path were cut at their end (never written).
+	cut cutFields
 }
+
+// cutFields is a set of the free-text fields that own cut.
+type cutFields uint8
+
+const (
+	cutCaller cutFields = 1 << iota
+	cutMethod
+	cutPath
+)
 
 // Bounds of what an audit record keeps of a request.
 const (
@@ -163,20 +177,23 @@ func (rec *AuditRecord) own(req Request, info RequestInfo) int64 {
 		namespaces, cut = namespaces[:MaxNamespaces], true
 	}
 	parts := make([]string, 0, 4+len(scopes)+len(namespaces))
-	add := func(s string, n int) {
+	var fields cutFields
+	add := func(s string, n int, f cutFields) {
 		s, c := truncate(s, n)
-		cut = cut || c
+		if c {
+			cut, fields = true, fields|f
+		}
 		parts = append(parts, s)
 	}
-	add(info.Caller, MaxAuditCaller)
-	add(info.Method, MaxAuditMethod)
-	add(info.Path, MaxAuditPath)
-	add(string(req.Accept.Environment), len(v1alpha1.EnvironmentLive))
+	add(info.Caller, MaxAuditCaller, cutCaller)
+	add(info.Method, MaxAuditMethod, cutMethod)
+	add(info.Path, MaxAuditPath, cutPath)
+	add(string(req.Accept.Environment), len(v1alpha1.EnvironmentLive), 0)
 	for _, s := range scopes {
-		add(s, MaxScopeLength)
+		add(s, MaxScopeLength, 0)
 	}
 	for _, s := range namespaces {
-		add(s, MaxScopeLength)
+		add(s, MaxScopeLength, 0)
 	}
 	all, off := strings.Join(parts, ""), 0
 	for i, p := range parts {
@@ -190,7 +207,7 @@ func (rec *AuditRecord) own(req Request, info RequestInfo) int64 {
 	if len(namespaces) > 0 {
 		rec.AcceptNamespaces = lists[len(scopes):]
 	}
-	rec.Truncated = cut
+	rec.Truncated, rec.cut = cut, fields
 	return int64(len(all) + 16*len(parts))
 }
 
@@ -233,6 +250,8 @@ func (a *Auditor) Run(ctx context.Context) error {
 	defer close(a.done)
 	w := &auditWriter{a: a}
 	w.enc = json.NewEncoder(&w.buf)
+	// The trail is JSON lines, not HTML: redactions read <key:…>, not \u003ckey:…\u003e.
+	w.enc.SetEscapeHTML(false)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var reported auditReport
@@ -312,6 +331,7 @@ func (w *auditWriter) add(rec AuditRecord) {
 		w.lead = 1
 	}
 	before := w.buf.Len()
+	rec.redactKeys()
 	if err := w.enc.Encode(rec); err != nil {
 		w.buf.Truncate(before)
 		w.failed(err, 1)
@@ -362,3 +382,121 @@ func (w *auditWriter) failed(err error, lost int64) {
 		w.a.drop(DropWriteError, lost)
 	}
 }
+
+// Redaction of keys in what a request says. A client may put its key anywhere it controls: in the query
+// (GET /orders?api_key=…, which nginx forwards in X-Original-URI), in the path, as the method (any token
+// is one). The writer goroutine scans each free-text field of a record before encoding it, so the
+// decision path pays nothing; fields are already cut (at most MaxAuditPath bytes), so the scan is bounded,
+// linear, and allocates only when it replaces something.
+const (
+	// keyEnvLen is the length of "_live_" and "_test_".
+	keyEnvLen = 1 + 4 + 1
+	// redactedKey replaces something key-shaped that is not a valid key (a bad checksum, no prefix, a key
+	// cut short): its body would still be most of a secret.
+	redactedKey = "<redacted>"
+)
+
+// redactKeys replaces the keys in the record's free-text fields, with the function redactKeys. Scopes and
+// namespaces are validated before any decision, so never cut; a redacted list is a copy, never the
+// array the record was given.
+func (rec *AuditRecord) redactKeys() {
+	rec.Caller = redactKeys(rec.Caller, rec.cut&cutCaller != 0)
+	rec.Method = redactKeys(rec.Method, rec.cut&cutMethod != 0)
+	rec.Path = redactKeys(rec.Path, rec.cut&cutPath != 0)
+	rec.Scopes = redactKeysIn(rec.Scopes)
+	rec.AcceptNamespaces = redactKeysIn(rec.AcceptNamespaces)
+}
+
+func redactKeysIn(list []string) []string {
+	for i, s := range list {
+		if r := redactKeys(s, false); r != s {
+			out := append([]string(nil), list...)
+			out[i] = r
+			for j := i + 1; j < len(out); j++ {
+				out[j] = redactKeys(out[j], false)
+			}
+			return out
+		}
+	}
+	return list
+}
+
+// redactKeys returns s with every key-shaped substring replaced. Key-shaped is "_live_" or "_test_"
+// followed by 36 base62 characters (the body), with the lowercase letters and digits just before it, at
+// most keys.MaxPrefixLength of them (the prefix): a superset of the pattern in package keys, without
+// word boundaries, since a key inside a longer word is still a key. A substring that keys.Valid accepts
+// becomes <key:id> (its public id, keys.ID); anything else key-shaped becomes <redacted>, and so does,
+// when cut says s was cut at its end, a separator followed by 1 to 35 base62 characters up to the end (a
+// key the truncation cut short; when <redacted> is longer than what it would replace, the few body
+// characters are cut off instead). Text without either passes unchanged, without allocating.
+//
+// The output never holds a substring that keys.Valid accepts: every separator followed by a body is
+// replaced, and a replacement starts with '<' and ends with '>', which neither a prefix nor a body holds,
+// so no new key can form across one. It is never longer than s (a replacement is shorter than a key).
+func redactKeys(s string, cut bool) string {
+	var b strings.Builder
+	done := 0 // s[:done] is in b already, or replaced
+	for i := 0; i+keyEnvLen <= len(s); {
+		if s[i] != '_' {
+			j := strings.IndexByte(s[i:], '_')
+			if j < 0 {
+				break
+			}
+			if i += j; i+keyEnvLen > len(s) {
+				break
+			}
+		}
+		if env := s[i : i+keyEnvLen]; env != "_live_" && env != "_test_" {
+			i++
+			continue
+		}
+		bodyStart := i + keyEnvLen
+		n := base62Run(s[bodyStart:], keys.BodyLength)
+		if n < keys.BodyLength && (!cut || n == 0 || bodyStart+n != len(s)) {
+			i++
+			continue
+		}
+		start := i
+		for start > done && i-start < keys.MaxPrefixLength && lowerAlnum(s[start-1]) {
+			start--
+		}
+		end := bodyStart + n
+		if b.Len() == 0 {
+			b.Grow(len(s))
+		}
+		b.WriteString(s[done:start])
+		switch candidate := s[start:end]; {
+		case n == keys.BodyLength && keys.Valid(candidate):
+			b.WriteString("<key:")
+			b.WriteString(keys.ID(candidate))
+			b.WriteByte('>')
+		case len(candidate) < len(redactedKey):
+			// A key cut after a few characters of its body: cut it before the body instead, so that
+			// the field stays within its bound.
+			b.WriteString(s[start:bodyStart])
+		default:
+			b.WriteString(redactedKey)
+		}
+		done, i = end, end
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
+}
+
+// base62Run returns how many of the first characters of s, at most limit, are base62 digits.
+func base62Run(s string, limit int) int {
+	n := 0
+	for n < len(s) && n < limit {
+		c := s[n]
+		if !lowerAlnum(c) && (c < 'A' || c > 'Z') {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+func lowerAlnum(c byte) bool { return ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') }
