@@ -327,6 +327,11 @@ func (r *ApiKeyReconciler) afterRequests(ctx context.Context, ak *v1alpha1.ApiKe
 	if requests.Inactive != v1alpha1.ReasonDisabled {
 		return nil
 	}
+	return r.emptyOwnSecret(ctx, ak)
+}
+
+// emptyOwnSecret takes the key out of the ApiKey's Secret, when there is one and it is keysmith's.
+func (r *ApiKeyReconciler) emptyOwnSecret(ctx context.Context, ak *v1alpha1.ApiKey) error {
 	secret, state, err := r.observeSecret(ctx, ak)
 	if err != nil || state == rotation.SecretMissing || state == rotation.SecretForeign {
 		return err

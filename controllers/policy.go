@@ -69,11 +69,7 @@ func (r *ApiKeyReconciler) enforce(ctx context.Context, ak *v1alpha1.ApiKey, now
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventKeyRevoked, "Revoke",
 			"Revoked key(s) %s: the ApiKey breaks a policy with enforcement Revoke", strings.Join(revoked, ", "))
 	}
-	secret, state, err := r.observeSecret(ctx, ak)
-	if err != nil || state == rotation.SecretMissing || state == rotation.SecretForeign {
-		return err
-	}
-	return r.emptySecret(ctx, secret)
+	return r.emptyOwnSecret(ctx, ak)
 }
 
 // apiKeysForPolicy maps a policy change to the ApiKeys it selects now or applied to before.

@@ -57,12 +57,12 @@ func (r *ApiKeyReconciler) classify(ctx context.Context, c client.Reader, name t
 		return 0, fmt.Errorf("reading Secret %s: %w", name, err)
 	}
 	owned := metav1.IsControlledBy(secret, ak) && secret.Type == v1alpha1.SecretType
-	return rotation.ClassifySecret(true, owned, keyHash(secret), ak.Status.Keys, ak.Status.CurrentKeyID), nil
+	return rotation.ClassifySecret(true, owned, KeyHash(secret), ak.Status.Keys, ak.Status.CurrentKeyID), nil
 }
 
-// keyHash is sha256:<hex> of the Secret's api-key, "" when it holds none. A Secret from the manager's
+// KeyHash is sha256:<hex> of the Secret's api-key, "" when it holds none. A Secret from the manager's
 // cache has no api-key but carries that hash; one read from the API server never has the cache's entry.
-func keyHash(s *corev1.Secret) string {
+func KeyHash(s *corev1.Secret) string {
 	if h, ok := s.Data[CachedKeyHash]; ok {
 		return string(h)
 	}
@@ -189,7 +189,7 @@ func repaired(ak *v1alpha1.ApiKey, k *v1alpha1.IssuedKey, s *corev1.Secret) *cor
 // emptySecret removes the key from the Secret (spec.disabled), keeping the Secret so that workloads
 // mounting it keep starting. Only keysmith's own Secret is touched.
 func (r *ApiKeyReconciler) emptySecret(ctx context.Context, s *corev1.Secret) error {
-	if keyHash(s) == "" && len(s.Data[v1alpha1.SecretKeyKeyID]) == 0 {
+	if KeyHash(s) == "" && len(s.Data[v1alpha1.SecretKeyKeyID]) == 0 {
 		return nil
 	}
 	cur, err := r.forWrite(ctx, s)

@@ -33,7 +33,7 @@ func TestKeyHash(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &corev1.Secret{Data: tc.data}
-			if got := keyHash(s); got != tc.want {
+			if got := KeyHash(s); got != tc.want {
 				t.Errorf("keyHash = %q, want %q", got, tc.want)
 			}
 			if cached(s) == tc.fromTheAPI {

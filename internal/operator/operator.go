@@ -111,7 +111,6 @@ func NewManager(cfg *rest.Config, o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	v.ListTransform = cachedApiKey
 	scheme := Scheme()
 	cfg = rest.CopyConfig(cfg)
 	cfg.DisableCompression = true
@@ -183,7 +182,6 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	v.ListTransform = cachedApiKey
 	scope := v.Scope()
 	byObject := cache.ByObject{Label: scope.Selector}
 	if len(scope.Namespaces) > 0 {
@@ -218,6 +216,7 @@ func NewVerifierManager(cfg *rest.Config, o VerifierOptions) (*Manager, error) {
 // unreachable API server (informers.go), managed fields stripped, ApiKeys reduced to what keysmith reads
 // (apikeycache.go), watch errors reported to the verifier, and byObject narrowing what is cached.
 func cacheOptions(v *verify.Verifier, byObject map[client.Object]cache.ByObject) cache.Options {
+	v.ListTransform = cachedApiKey // the probe's lists get what the cache gets
 	return cache.Options{
 		NewInformer:              newInformer(v.Index),
 		DefaultTransform:         cache.TransformStripManagedFields(),

@@ -81,7 +81,7 @@ func cachedSecret(s *corev1.Secret) *corev1.Secret {
 		return out
 	}
 	out.OwnerReferences = []metav1.OwnerReference{*ref}
-	out.Data[controllers.CachedKeyHash] = []byte(cachedKeyHash(s))
+	out.Data[controllers.CachedKeyHash] = []byte(controllers.KeyHash(s))
 	out.Labels = boundedMap(s.Labels, maxCachedValue)
 	out.Annotations = boundedMap(s.Annotations, maxCachedValue)
 	for _, k := range []string{v1alpha1.SecretKeyKeyID, v1alpha1.SecretKeyExpiresAt} {
@@ -90,18 +90,6 @@ func cachedSecret(s *corev1.Secret) *corev1.Secret {
 		}
 	}
 	return out
-}
-
-// cachedKeyHash is the hash of the Secret's key, or the hash an already transformed Secret carries (no
-// Secret from the API server can have that entry).
-func cachedKeyHash(s *corev1.Secret) string {
-	if h, ok := s.Data[controllers.CachedKeyHash]; ok {
-		return string(h)
-	}
-	if v := s.Data[v1alpha1.SecretKeyAPIKey]; len(v) > 0 {
-		return keys.Hash(string(v))
-	}
-	return ""
 }
 
 // apiKeyController returns the Secret's controller reference when it names an ApiKey, of any version.

@@ -69,8 +69,6 @@ type MemoryIndex struct {
 	// reported by its ListerWatcher; watchesMu guards the slice, not the states.
 	watchesMu sync.Mutex
 	watches   []*WatchState
-	// own is the state the index's own WatchStopped and WatchStarted report.
-	own *WatchState
 }
 
 // WatchState is whether one informer's watch delivers: since when it has not (closed, or failing to
@@ -146,7 +144,6 @@ func NewMemoryIndex(scope Scope, clk clock.PassiveClock, synced func() bool, max
 		byDigest: map[keys.Digest]*Entry{}, byObject: map[types.NamespacedName][]*Entry{},
 		versions: map[types.NamespacedName]objectVersion{}, tombstones: map[types.NamespacedName]tombstone{},
 	}
-	ix.own = ix.NewWatchState()
 	return ix
 }
 
@@ -206,12 +203,6 @@ func (ix *MemoryIndex) lastSyncLocked() string {
 
 // WatchHealthy records that the watch delivers again (an event arrived, or the reflector synced).
 func (ix *MemoryIndex) WatchHealthy() { ix.brokenSince.Store(0) }
-
-// WatchStopped and WatchStarted report the watch state of an informer that did not register its own
-// (NewWatchState): the ApiKey informer has no open watch (its watch ended, or opening one failed, which
-// client-go retries on 429, 503 and timeouts without calling any error handler), or has one again.
-func (ix *MemoryIndex) WatchStopped() { ix.own.WatchStopped() }
-func (ix *MemoryIndex) WatchStarted() { ix.own.WatchStarted() }
 
 // checkWatch starts the staleness clock when a watch has been stopped for longer than watchGrace.
 func (ix *MemoryIndex) checkWatch() {

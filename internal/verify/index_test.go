@@ -193,14 +193,15 @@ func mustSelector(t *testing.T, s string) labels.Selector {
 
 func TestWatchStopped(t *testing.T) {
 	f := newFixture(t)
-	f.ix.WatchStopped()
+	w := f.ix.NewWatchState()
+	w.WatchStopped()
 	f.ix.checkWatch()
 	if f.ix.brokenSince.Load() != 0 {
 		t.Fatal("the staleness clock started within the grace of a reopening watch")
 	}
 	stopped := f.clk.Now()
 	f.clk.Step(watchGrace + time.Second)
-	f.ix.WatchStopped() // further failed attempts keep the first instant
+	w.WatchStopped() // further failed attempts keep the first instant
 	f.ix.checkWatch()
 	if got := f.ix.brokenSince.Load(); got != stopped.UnixNano() {
 		t.Fatalf("staleness clock = %v, want the instant the watch stopped (%v)", time.Unix(0, got), stopped)
@@ -209,7 +210,7 @@ func TestWatchStopped(t *testing.T) {
 	if f.ix.Ready() != ErrStale {
 		t.Fatal("ready with a watch that has not delivered for longer than the bound")
 	}
-	f.ix.WatchStarted()
+	w.WatchStarted()
 	if f.ix.Ready() != nil {
 		t.Fatal("a reopened watch did not end the break")
 	}

@@ -58,13 +58,7 @@ var _ = Describe("The ApiKey cache", Ordered, ContinueOnFailure, func() {
 		Eventually(v.Verifier.Index.Ready, 20*time.Second, 50*time.Millisecond).Should(Succeed())
 
 		payload := strings.Repeat("a", size)
-		heap := func() runtime.MemStats {
-			runtime.GC()
-			runtime.GC()
-			var m runtime.MemStats
-			runtime.ReadMemStats(&m)
-			return m
-		}
+		heap := testenv.HeapAfterGC
 		inCache := func() []v1alpha1.ApiKey {
 			list := &v1alpha1.ApiKeyList{}
 			Expect(v.GetCache().List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy)).To(Succeed())

@@ -214,13 +214,7 @@ var _ = Describe("The manager's Secret cache", Ordered, ContinueOnFailure, func(
 		const n, size = 64, 1<<20 - 1024 // the API server's limit is 1 MiB of data per Secret
 		ns := newNamespace("bait-")
 		payload := bytes.Repeat([]byte("b"), size)
-		heap := func() runtime.MemStats {
-			runtime.GC()
-			runtime.GC()
-			var m runtime.MemStats
-			runtime.ReadMemStats(&m)
-			return m
-		}
+		heap := testenv.HeapAfterGC
 		inCache := func() int {
 			list := &corev1.SecretList{}
 			Expect(mgr.GetCache().List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy)).To(Succeed())

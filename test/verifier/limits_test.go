@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
@@ -45,7 +45,7 @@ var _ = Describe("The verifier under hostile requests", func() {
 		huge := strings.TrimSuffix(strings.Repeat("a,", 900<<10/2), ",")
 		req := []byte("GET /authz HTTP/1.1\r\nHost: verifier\r\nAuthorization: Bearer " + key + "\r\nX-Required-Scopes: " + huge + "\r\n\r\n")
 
-		before := heapAfterGC()
+		before := testenv.HeapAfterGC().HeapAlloc
 		var peak atomic.Uint64
 		stop := make(chan struct{})
 		sampled := make(chan struct{})
@@ -91,7 +91,7 @@ var _ = Describe("The verifier under hostile requests", func() {
 		elapsed := time.Since(start)
 		close(stop)
 		<-sampled
-		after := heapAfterGC()
+		after := testenv.HeapAfterGC().HeapAlloc
 		peakGrowth := int64(peak.Load()) - int64(before)
 		afterGrowth := int64(after) - int64(before)
 		GinkgoWriter.Printf("150 x 900 KiB X-Required-Scopes in %s: statuses %v; heap before %s, peak %s (+%s), after GC %s (%+.1f MiB); %s\n",
@@ -295,13 +295,6 @@ func drip(write func([]byte) error, first ...byte) func() {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
-}
-
-func heapAfterGC() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
