@@ -9,6 +9,7 @@ export GOTOOLCHAIN ?= auto
 TOOLS := $(GO) tool -modfile=hack/tools/go.mod
 CONTROLLER_GEN := $(TOOLS) controller-gen
 KUSTOMIZE := $(TOOLS) kustomize
+HELM := $(TOOLS) helm
 BIN := $(CURDIR)/bin
 export KUBEBUILDER_ASSETS := $(BIN)
 IMG ?= keysmith:dev
@@ -35,17 +36,33 @@ fmt:
 vet:
 	$(GO) vet ./...
 
+.PHONY: chart
+chart: manifests ## Copy the generated CRDs and the Argo CD scripts into the Helm chart (dist/chart).
+	hack/chart.sh sync
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when committed generated files are stale.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
-	  echo "generated files are stale; run 'make manifests generate' and commit:"; git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
+verify-generated: manifests generate chart ## Fail when committed generated files are stale.
+	@if [ -n "$$(git status --porcelain -- api config dist)" ]; then \
+	  echo "generated files are stale; run 'make manifests generate chart' and commit:"; git status --porcelain -- api config dist; git diff --stat -- api config dist; exit 1; fi
 
 .PHONY: controlplane
-controlplane: ## Build the pinned kube-apiserver, etcd and kubectl into bin/ (cached per user).
+controlplane: ## Build the pinned kube-apiserver, kube-controller-manager, etcd and kubectl into bin/ (cached per user).
 	hack/controlplane.sh
 
+.PHONY: promtool
+promtool: ## Extract promtool from Debian's prometheus package into bin/ (cached per user; no service starts).
+	hack/promtool.sh install
+
+.PHONY: chart-lint
+chart-lint: ## helm lint the chart in dist/chart.
+	hack/chart.sh lint
+
+.PHONY: prometheus-test
+prometheus-test: promtool ## promtool check and test the alerting rules, parse the dashboard's queries.
+	hack/promtool.sh test
+
 .PHONY: test
-test: verify-generated vet controlplane ## Unit tests, fuzz seeds and the envtest suites on the real control plane.
+test: verify-generated vet controlplane chart-lint prometheus-test ## Unit tests, fuzz seeds, helm lint, promtool, and the envtest suites on the real control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
 ##@ Build
