@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -344,7 +345,9 @@ func permanent(err error) bool {
 	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err)
 }
 
-// reconcileDelete revokes every key, deletes the Secret and then releases the ApiKey.
+// reconcileDelete revokes every key, deletes the Secret and then releases the ApiKey. A deletion that
+// orphans dependents (kubectl delete --cascade=orphan) keeps the Secret: the garbage collector removes its
+// owner reference, and the verifiers refuse its keys because their ApiKey is gone.
 func (r *ApiKeyReconciler) reconcileDelete(ctx context.Context, ak *v1alpha1.ApiKey) error {
 	if !controllerutil.ContainsFinalizer(ak, v1alpha1.Finalizer) {
 		return nil
@@ -360,8 +363,10 @@ func (r *ApiKeyReconciler) reconcileDelete(ctx context.Context, ak *v1alpha1.Api
 		r.Recorder.Eventf(ak, nil, corev1.EventTypeNormal, v1alpha1.EventKeyRevoked, "Revoke",
 			"Revoked %d key(s) because the ApiKey is being deleted: %v", len(revoked), revoked)
 	}
-	if err := r.deleteSecret(ctx, ak); err != nil {
-		return err
+	if !controllerutil.ContainsFinalizer(ak, metav1.FinalizerOrphanDependents) {
+		if err := r.deleteSecret(ctx, ak); err != nil {
+			return err
+		}
 	}
 	return r.removeFinalizer(ctx, ak)
 }

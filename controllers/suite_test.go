@@ -29,10 +29,10 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
@@ -41,7 +41,7 @@ import (
 // kube-apiserver and etcd, with a fake clock so that rotations and overlaps can be stepped through.
 
 var (
-	env     *envtest.Environment
+	env     *localcluster.Cluster
 	k8s     client.Client // the tests' own client, uncached
 	clk     *clocktesting.FakeClock
 	writes  testenv.WriteCounter // the manager's writes only

@@ -16,16 +16,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/config"
+	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 )
 
 func runDev(args []string) error {
 	flags := flag.NewFlagSet("keysmith dev", flag.ContinueOnError)
 	flags.Usage = func() {
-		fmt.Fprintf(flags.Output(), "Usage: keysmith dev [flags]\n\nStarts a local control plane (etcd and kube-apiserver from --assets, built by 'make controlplane'),\ninstalls the CRDs, runs the operator and applies the samples. Ctrl-C stops everything.\n\nFlags:\n")
+		fmt.Fprintf(flags.Output(), "Usage: keysmith dev [flags]\n\nStarts a local control plane (etcd, kube-apiserver and kube-controller-manager with the garbage\ncollector and the namespace controller, from --assets, built by 'make controlplane'),\ninstalls the CRDs, runs the operator and applies the samples. Ctrl-C stops everything.\n\nFlags:\n")
 		flags.PrintDefaults()
 	}
-	assets := flags.String("assets", "bin", "Directory holding kube-apiserver, etcd and kubectl.")
+	assets := flags.String("assets", "bin", "Directory holding kube-apiserver, kube-controller-manager, etcd and kubectl.")
 	samples := flags.String("samples", "", "Directory of manifests to apply at start (default: the embedded config/samples).")
 	stateDir := flags.String("state-dir", ".dev", "Directory for the kubeconfig.")
 	o, zo := managerFlags(flags)
@@ -67,12 +68,12 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: abs, CRDs: crds, ErrorIfCRDPathMissing: true}
-	fmt.Println(">> starting etcd and kube-apiserver from", abs)
-	cfg, err := env.Start()
+	fmt.Println(">> starting etcd, kube-apiserver and kube-controller-manager from", abs)
+	env, err := localcluster.Start(localcluster.Options{Assets: abs, CRDs: crds})
 	if err != nil {
 		return fmt.Errorf("starting the control plane (run 'make controlplane' first): %w", err)
 	}
+	cfg := env.Config
 	defer func() {
 		fmt.Println(">> stopping the control plane")
 		if err := env.Stop(); err != nil {
@@ -124,7 +125,7 @@ Press Ctrl-C to stop everything.
 	return <-errc
 }
 
-func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
+func writeKubeconfig(env *localcluster.Cluster, dir string) (string, error) {
 	user, err := env.AddUser(envtest.User{Name: "keysmith-dev", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return "", err

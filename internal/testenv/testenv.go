@@ -1,5 +1,5 @@
-// Package testenv starts keysmith's test control plane (envtest with the kube-apiserver and etcd that
-// `make controlplane` builds) and provides the instruments the suites share: a counter of API writes
+// Package testenv starts keysmith's test control plane (the local cluster of internal/localcluster: the
+// kube-apiserver, etcd and kube-controller-manager that `make controlplane` builds) and provides the instruments the suites share: a counter of API writes
 // and a capture of everything logged, so that tests can check write budgets and scan for key material.
 package testenv
 
@@ -18,32 +18,35 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 )
 
-// Start starts etcd and kube-apiserver with keysmith's CRDs installed.
-func Start() (*envtest.Environment, *rest.Config, error) { return StartWith(nil) }
+// Start starts etcd, kube-apiserver with keysmith's CRDs installed, and kube-controller-manager with the
+// garbage collector and the namespace controller (internal/localcluster).
+func Start() (*localcluster.Cluster, *rest.Config, error) { return StartWith(nil) }
 
 // StartWith is Start with a hook that adjusts the environment first (API server flags, a fixed
 // certificate directory so that the API server can be restarted with the same serving certificate).
-func StartWith(configure func(*envtest.Environment)) (*envtest.Environment, *rest.Config, error) {
+func StartWith(configure func(*envtest.Environment)) (*localcluster.Cluster, *rest.Config, error) {
+	return StartOptions(localcluster.Options{Configure: configure})
+}
+
+// StartOptions is Start with every option of the local cluster; Assets and CRDs are filled in.
+func StartOptions(o localcluster.Options) (*localcluster.Cluster, *rest.Config, error) {
 	crds, err := operator.CRDs()
 	if err != nil {
 		return nil, nil, err
 	}
-	assets, err := Assets()
+	if o.Assets, err = Assets(); err != nil {
+		return nil, nil, err
+	}
+	o.CRDs = crds
+	c, err := localcluster.Start(o)
 	if err != nil {
 		return nil, nil, err
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, CRDs: crds, ErrorIfCRDPathMissing: true}
-	if configure != nil {
-		configure(env)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, nil, fmt.Errorf("starting envtest from %s: %w", assets, err)
-	}
-	return env, cfg, nil
+	return c, c.Config, nil
 }
 
 // Assets returns the directory with kube-apiserver and etcd: KUBEBUILDER_ASSETS, else bin/ at the

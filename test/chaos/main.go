@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
@@ -90,7 +91,7 @@ type suite struct {
 	o        options
 	rnd      *rand.Rand
 	dir      string
-	env      *envtest.Environment
+	env      *localcluster.Cluster
 	c        client.Client
 	obs      *observer
 	verifier *proc

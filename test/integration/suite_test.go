@@ -12,15 +12,15 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 var (
-	env  *envtest.Environment
+	env  *localcluster.Cluster
 	cfg  *rest.Config
 	live client.Client
 )

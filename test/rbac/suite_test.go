@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
@@ -46,7 +47,7 @@ const (
 )
 
 var (
-	env       *envtest.Environment
+	env       *localcluster.Cluster
 	cfg       *rest.Config // the envtest administrator (system:masters)
 	k8s       client.Client
 	clientset *kubernetes.Clientset
