@@ -44,7 +44,8 @@ type Cluster struct {
 	*envtest.Environment
 	Config *rest.Config
 
-	cm *controllerManager
+	assets string
+	cm     *controllerManager
 }
 
 // Start starts etcd and kube-apiserver, installs the CRDs and then starts kube-controller-manager.
@@ -63,7 +64,7 @@ func Start(o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w", o.Assets, err)
 	}
-	c := &Cluster{Environment: env, Config: cfg}
+	c := &Cluster{Environment: env, Config: cfg, assets: o.Assets}
 	if o.WithoutControllerManager {
 		return c, nil
 	}
@@ -82,6 +83,33 @@ func (c *Cluster) Stop() error {
 	}
 	errs = append(errs, c.Environment.Stop())
 	return errors.Join(errs...)
+}
+
+// StopControllerManager stops kube-controller-manager, as an outage of the control plane's controllers
+// would: nothing collects dependents or finishes deleting a namespace until StartControllerManager.
+func (c *Cluster) StopControllerManager() error {
+	if c.cm == nil {
+		return nil
+	}
+	err := c.cm.stop()
+	c.cm = nil
+	return err
+}
+
+// ControllerManagerRunning reports whether kube-controller-manager runs.
+func (c *Cluster) ControllerManagerRunning() bool { return c.cm != nil }
+
+// StartControllerManager starts kube-controller-manager again after StopControllerManager.
+func (c *Cluster) StartControllerManager() error {
+	if c.cm != nil {
+		return errors.New("kube-controller-manager is running")
+	}
+	cm, err := startControllerManager(c.Environment, c.assets)
+	if err != nil {
+		return err
+	}
+	c.cm = cm
+	return nil
 }
 
 // ControllerManagerLog returns the last lines kube-controller-manager wrote, for a failing test to show.

@@ -109,6 +109,38 @@ var _ = Describe("Deleting an ApiKey", func() {
 	})
 })
 
+var _ = Describe("Deleting an ApiKey while the garbage collector is down", Serial, func() {
+	It("with orphaning propagation: keysmith revokes the keys and keeps the Secret for the garbage collector to release", func() {
+		ns := newNamespace()
+		ak, key := issue(ns, "orphan-later")
+		Expect(cluster.StopControllerManager()).To(Succeed())
+		DeferCleanup(func() {
+			if !cluster.ControllerManagerRunning() {
+				Expect(cluster.StartControllerManager()).To(Succeed())
+			}
+		})
+		Expect(k8s.Delete(ctx, ak, client.PropagationPolicy(metav1.DeletePropagationOrphan))).To(Succeed())
+		Eventually(func() testenv.Verdict { return verdict(key) }, eventually, poll).Should(Equal(testenv.Refused))
+		// keysmith has done its part (its finalizer is gone); only the garbage collector's orphan finalizer holds the ApiKey.
+		Eventually(func(g Gomega) {
+			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ak), ak)).To(Succeed())
+			g.Expect(ak.Finalizers).To(Equal([]string{metav1.FinalizerOrphanDependents}))
+		}, eventually, poll).Should(Succeed())
+		s := secret(ns, "orphan-later-key")
+		Expect(s).NotTo(BeNil(), "keysmith deleted a Secret that the deletion asked to orphan")
+		Expect(metav1.GetControllerOf(s)).NotTo(BeNil())
+
+		Expect(cluster.StartControllerManager()).To(Succeed())
+		Eventually(gone(ak), eventually, poll).Should(BeTrue())
+		Eventually(func(g Gomega) {
+			s := secret(ns, "orphan-later-key")
+			g.Expect(s).NotTo(BeNil())
+			g.Expect(s.OwnerReferences).To(BeEmpty())
+		}, eventually, poll).Should(Succeed())
+		Expect(verdict(key)).To(Equal(testenv.Refused))
+	})
+})
+
 var _ = Describe("Deleting a namespace", func() {
 	It("deletes its ApiKeys, refuses their keys, collects their Secrets and finishes", func() {
 		ns := newNamespace()
