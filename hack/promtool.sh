@@ -19,6 +19,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache_root=${KEYSMITH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keysmith}
 bin="$root/bin"
+# One temporary directory per run, removed at exit.
+tmp=
+trap 'if [ -n "$tmp" ]; then rm -rf "$tmp"; fi' EXIT
 
 # candidate prints the version of Debian's prometheus package that apt would fetch, or nothing when apt
 # has no index for it.
@@ -63,9 +66,8 @@ install() {
   fi
   dir="$cache_root/prometheus-$version"
   if [ ! -x "$dir/promtool" ]; then
-    local tmp start=$SECONDS
+    local start=$SECONDS
     tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' RETURN
     echo ">> fetching Debian's prometheus $version (apt-get download, dpkg -x) into $dir" >&2
     # A stale index names a version the mirror no longer has: refresh it once and take the new candidate.
     if ! (cd "$tmp" && apt-get download -qq "prometheus=$version" >"$tmp/download.log" 2>&1); then
@@ -96,9 +98,8 @@ run() { # what, command...
 test_rules() {
   local promtool="$bin/promtool"
   [ -x "$promtool" ] || { echo "hack/promtool.sh: $promtool is missing: run 'make promtool'" >&2; exit 1; }
-  local out
-  out=$(mktemp -d)
-  trap 'rm -rf "$out"' RETURN
+  tmp=$(mktemp -d)
+  local out=$tmp
   # rules.yaml: the PrometheusRule's spec; dashboard-rules.yaml: one recording rule per dashboard query;
   # and the check that every metric they read is exported by keysmith.
   (cd "$root" && go run ./hack/promtool -rules config/prometheus/rules.yaml -dashboard config/prometheus/grafana-dashboard.json -out "$out")

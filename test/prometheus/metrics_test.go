@@ -201,18 +201,22 @@ var _ = Describe("promtool check metrics", Ordered, func() {
 		managerVerify, verifyAddr string
 		ns                        string
 		verifierLog               string
+		verifierAudit             string
+		managerAudit              string
 	)
 
 	BeforeAll(func() {
 		By("the manager, in-process, with /metrics over plain HTTP (the body is the same as over HTTPS)")
 		managerMetrics := freeAddress()
+		managerAudit = filepath.Join(GinkgoT().TempDir(), "manager-audit.log")
 		m, err := operator.NewManager(cfg, operator.Options{
 			MetricsBindAddress: managerMetrics, InsecureMetrics: true, HealthProbeBindAddress: "0",
 			Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", FlushInterval: time.Second,
-				AuditSink: filepath.Join(GinkgoT().TempDir(), "manager-audit.log")},
+				AuditSink: managerAudit},
 		})
 		Expect(err).NotTo(HaveOccurred())
-		stopManager := testenv.Run(m)
+		stopManager := testenv.Run(m) // may be called again: later calls return the first result
+		DeferCleanup(func() { Expect(stopManager()).To(Succeed()) })
 		managerURL = "http://" + managerMetrics + "/metrics"
 		managerVerify = m.Verifier.HTTPAddr()
 
@@ -222,21 +226,19 @@ var _ = Describe("promtool check metrics", Ordered, func() {
 		verifierMetrics, health := freeAddress(), freeAddress()
 		verifyAddr = freeAddress()
 		verifierLog = filepath.Join(dir, "verifier.log")
+		verifierAudit = filepath.Join(dir, "verifier-audit.log")
 		logFile, err := os.Create(verifierLog)
 		Expect(err).NotTo(HaveOccurred())
 		cmd := exec.Command(bin, "verifier",
 			"--metrics-bind-address="+verifierMetrics, "--metrics-secure=false", "--health-probe-bind-address="+health,
 			"--verify-http-address="+verifyAddr, "--verify-grpc-address=0", "--verify-last-used-flush-interval=1s",
-			"--verify-audit-sink="+filepath.Join(dir, "verifier-audit.log"))
+			"--verify-audit-sink="+verifierAudit)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig())
 		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			Expect(stopManager()).To(Succeed())
-			Fail("starting keysmith verifier: " + err.Error())
-		}
+		Expect(cmd.Start()).To(Succeed())
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); logFile.Close(); close(exited) }()
-		// Both stop at once: each takes its verification servers' shutdown timeout.
+		// The verifier and the manager stop at once: each takes its verification servers' shutdown timeout.
 		DeferCleanup(func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			Expect(stopManager()).To(Succeed())
@@ -245,6 +247,11 @@ var _ = Describe("promtool check metrics", Ordered, func() {
 			case <-time.After(30 * time.Second):
 				_ = cmd.Process.Kill()
 				<-exited
+			}
+			for _, f := range []string{verifierLog, verifierAudit, managerAudit} {
+				b, err := os.ReadFile(f)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(testenv.FindKeys(string(b))).To(BeZero(), "a key appears in %s", filepath.Base(f))
 			}
 		})
 		verifierURL = "http://" + verifierMetrics + "/metrics"
@@ -276,21 +283,16 @@ var _ = Describe("promtool check metrics", Ordered, func() {
 
 		By("waiting until the manager exports every per-ApiKey family: last use (flushed each second), revocations")
 		Eventually(func(g Gomega) {
-			_, samples := families(scrape(managerURL))
+			code, body := get(managerURL)
+			g.Expect(code).To(Equal(http.StatusOK))
+			_, samples := families(body)
 			g.Expect(keysmithNames(samples)).To(ContainElements(
 				"keysmith_apikey_last_used_timestamp_seconds", "keysmith_apikey_next_rotation_timestamp_seconds",
 				"keysmith_apikey_revocations_total", "keysmith_apikey_rotations_total"))
-			_, body := get(managerURL)
 			g.Expect(body).To(ContainSubstring(`keysmith_apikey_revocations_total{reason="Disabled"}`))
 			g.Expect(body).To(ContainSubstring(`keysmith_apikey_revocations_total{reason="Deleted"}`))
 			g.Expect(body).To(MatchRegexp(`keysmith_apikey_ready\{name="paused",namespace="` + ns + `",reason="Disabled"\} 0`))
 		}, eventually, poll).Should(Succeed())
-	})
-
-	AfterAll(func() {
-		b, err := os.ReadFile(verifierLog)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(testenv.FindKeys(string(b))).To(BeZero(), "a key appears in the verifier's log")
 	})
 
 	lint := func(what, url string) string {
