@@ -4,6 +4,7 @@
 package operator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -59,6 +60,14 @@ type Manager struct {
 	ctrl.Manager
 	// Verifier is the verification service running in this manager.
 	Verifier *verify.Verifier
+}
+
+// Start runs the manager until ctx ends, then closes the verifier's audit trail once its servers have
+// answered their last requests, so that every decision they made is written before Start returns.
+func (m *Manager) Start(ctx context.Context) error {
+	err := m.Manager.Start(ctx)
+	m.Verifier.Close()
+	return err
 }
 
 // Leader election defaults. A replica killed without releasing the Lease is replaced once the Lease has

@@ -76,9 +76,14 @@ type Verifier struct {
 	httpLn  net.Listener
 	grpcLn  net.Listener
 	audit   io.Closer
-	certs   *certReloader
-	trusted []netip.Prefix
-	serving serving
+	// stopAudit ends the audit trail once the servers have stopped (Close); auditDone closes when its
+	// last records are written.
+	auditMu   sync.Mutex
+	stopAudit context.CancelFunc
+	auditDone chan struct{}
+	certs     *certReloader
+	trusted   []netip.Prefix
+	serving   serving
 	// ListTransform, when set, is applied to every ApiKey the staleness probe lists from the API server,
 	// so that the index gets from a list exactly what it gets from the informer's (transformed) cache.
 	ListTransform func(*v1alpha1.ApiKey) *v1alpha1.ApiKey
@@ -195,22 +200,24 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 	}
 	runnables := []func(context.Context) error{
 		func(ctx context.Context) error {
-			// The servers stop with the same context, and answer their last requests while they shut down:
-			// the audit trail closes once they are done (or their shutdown timed out), so that those
-			// decisions are written too. Any later one is counted as dropped (reason closed).
-			auditCtx, closeAudit := context.WithCancel(context.Background())
+			// The trail runs until Close, not until ctx ends: controller-runtime stops the servers after
+			// every other runnable, and they answer their last requests while they shut down, so the trail
+			// must outlive this runnable for those decisions to be written. Any decision after Close is
+			// counted as dropped (reason closed).
+			auditCtx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			v.auditMu.Lock()
+			v.stopAudit, v.auditDone = stop, done
+			v.auditMu.Unlock()
 			go func() {
-				<-ctx.Done()
-				if !v.serving.wait(shutdownTimeout + time.Second) {
-					log.Info("closing the audit trail while verification servers still run; later decisions are counted, not written")
+				defer close(done)
+				_ = auditor.Run(auditCtx)
+				if v.audit != nil {
+					_ = v.audit.Close()
 				}
-				closeAudit()
 			}()
-			err := auditor.Run(auditCtx)
-			if v.audit != nil {
-				_ = v.audit.Close()
-			}
-			return err
+			<-ctx.Done()
+			return nil
 		},
 		(&Flusher{Index: v.Index, Reader: mgr.GetCache(), Client: mgr.GetClient(), Interval: v.opts.FlushInterval, Log: log.WithName("last-used")}).Start,
 		func(ctx context.Context) error {
@@ -245,6 +252,23 @@ func (v *Verifier) Attach(mgr ctrl.Manager) error {
 		}
 	}
 	return mgr.AddReadyzCheck("verifier-index", func(*http.Request) error { return v.Index.Ready() })
+}
+
+// Close ends the audit trail once the verification servers are done: call it after the manager's Start
+// has returned (operator.Manager does). It writes the decisions still queued and closes the sink; a
+// verifier whose manager never ran has nothing to close.
+func (v *Verifier) Close() {
+	v.auditMu.Lock()
+	stop, done := v.stopAudit, v.auditDone
+	v.auditMu.Unlock()
+	if stop == nil {
+		return
+	}
+	if !v.serving.wait(shutdownTimeout + time.Second) {
+		ctrl.Log.WithName("verifier").Info("closing the audit trail while verification servers still run; later decisions are counted, not written")
+	}
+	stop()
+	<-done
 }
 
 func (v *Verifier) upsert(obj any) {

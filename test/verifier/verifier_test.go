@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/operator"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
@@ -240,6 +242,38 @@ var _ = Describe("The verifier", func() {
 			And(ContainSubstring(`"keyId":"`+ak.Status.CurrentKeyID+`"`), ContainSubstring(`"INSUFFICIENT_SCOPE"`), ContainSubstring(`"namespace":"`+ns+`"`)))
 		b, _ := os.ReadFile(auditPath)
 		Expect(strings.Contains(string(b), key)).To(BeFalse())
+	})
+
+	It("writes every decision it made before a stop returns, and stops without waiting out its shutdown timeout", func() {
+		_, key := issue(newNamespace(), "stopped")
+		audit := filepath.Join(GinkgoT().TempDir(), "audit.log")
+		v, err := operator.NewVerifierManager(cfg, operator.VerifierOptions{
+			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+			Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: audit, Clock: clk},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		stop := testenv.Run(v)
+		DeferCleanup(func() { _ = stop() })
+		url := "http://" + v.Verifier.HTTPAddr()
+		Eventually(func() int { return authzAt(url, key) }, eventually, poll).Should(Equal(http.StatusOK))
+		// A client that keeps its connection open, as proxies do.
+		cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		const n = 20
+		for range n {
+			resp, err := cl.Post(url+"/v1/verify", "application/json", strings.NewReader(`{"key":"`+key+`"}`))
+			Expect(err).NotTo(HaveOccurred())
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		start := time.Now()
+		Expect(stop()).To(Succeed())
+		// The servers' shutdown timeout is 10 s; the audit trail used to wait it out for servers that
+		// controller-runtime stops only after the trail's runnable.
+		Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
+		b, err := os.ReadFile(audit)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(strings.Count(string(b), `"code":"VALID"`)).To(BeNumerically(">=", n+1), "every decision is in the trail once the stop returned")
+		Expect(v.Verifier.Service.Audit.DroppedFor(verify.DropClosed)).To(BeZero())
 	})
 
 	It("fails closed until its informer has synced, then serves", func() {
