@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -387,6 +388,41 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		Expect(code).To(BeZero(), out)
 	})
 
+	It("a Secret the API server refuses (a ValidatingAdmissionPolicy): Degraded with the refusal, kstatus Failed", func() {
+		ns := namespace("gitops-refused", map[string]string{"gitops-test": "frozen"})
+		fail := admissionregistrationv1.Fail
+		vap := &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: "gitops-frozen-secrets"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{FailurePolicy: &fail,
+				MatchConstraints: &admissionregistrationv1.MatchResources{
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"gitops-test": "frozen"}},
+					ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}}}}}},
+				Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "secrets are frozen in this namespace"}}}}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: "gitops-frozen-secrets"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: vap.Name,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}}}
+		Expect(k8s.Create(ctx, vap)).To(Succeed())
+		Expect(k8s.Create(ctx, binding)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(client.IgnoreNotFound(k8s.Delete(ctx, binding))).To(Succeed())
+			Expect(client.IgnoreNotFound(k8s.Delete(ctx, vap))).To(Succeed())
+		})
+		Eventually(func() error {
+			return k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"}}, client.DryRunAll)
+		}).WithTimeout(20*time.Second).Should(HaveOccurred(), "the policy is in effect")
+
+		apiKey(ns, "billing-api", nil)
+		Eventually(healthOf(ns, "billing-api")).WithTimeout(20 * time.Second).Should(HaveField("Status", Degraded))
+		obj := getObject(ctx, k8s, ns, "billing-api")
+		record("degraded_secret_write_failed.yaml", obj)
+		// keysmith names the refusal by its status reason only, never the API server's message (which may
+		// quote what was sent).
+		Expect(health(obj).Message).To(Equal(`The API server refused Secret "billing-api-key" (writing Secret ` + ns +
+			`/billing-api-key: Invalid); no further key is issued until it accepts it. Check admission policies, quotas and secretTemplate.`))
+		Expect(kstatus(obj)).To(Equal(status.FailedStatus))
+	})
+
 	// Pending until keysmith schedules a wake-up for the warning of a key it has just issued: today
 	// rotation.Decide leaves the new key's warning instant out of NextWake, so a key issued without rotation
 	// (expiresAfter 30d, warning 14d) gets ExpiringSoon only when something else makes keysmith look.
@@ -449,5 +485,26 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		Eventually(healthOf(ns, "ci-token")).WithTimeout(20 * time.Second).Should(HaveField("Status", Healthy))
 		Expect(typed(ns, "ci-token").Status.CurrentKeyID).NotTo(Equal(expired))
 		Expect(kstatusOf(ns, "ci-token")()).To(Equal(status.CurrentStatus))
+	})
+
+	It("Unused (revoked after revokeUnusedAfter without use): Degraded, kstatus Failed; the rotate action issues a fresh key", func() {
+		ns := namespace("gitops-unused", nil)
+		apiKey(ns, "idle-api", func(ak *v1alpha1.ApiKey) { ak.Spec.RevokeUnusedAfter = &metav1.Duration{Duration: time.Hour} })
+		idle := readyKey(ns, "idle-api").Status.CurrentKeyID
+		clock.advance(2 * time.Hour)
+		ak := typed(ns, "idle-api")
+		ak.Labels = map[string]string{"gitops-test": "wake"}
+		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		Eventually(healthOf(ns, "idle-api")).WithTimeout(20 * time.Second).Should(Equal(HealthStatus{Status: Degraded,
+			Message: "The current key was revoked because it was not used for revokeUnusedAfter. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key."}))
+		obj := getObject(ctx, k8s, ns, "idle-api")
+		record("degraded_unused.yaml", obj)
+		Expect(kstatus(obj)).To(Equal(status.FailedStatus))
+		state, reason := keyState(typed(ns, "idle-api"), idle)
+		Expect([]string{state, reason}).To(Equal([]string{string(v1alpha1.KeyRevoked), v1alpha1.RevokedUnused}))
+
+		runAction(ns, "idle-api", "rotate")
+		Eventually(healthOf(ns, "idle-api")).WithTimeout(20 * time.Second).Should(HaveField("Status", Healthy))
+		Expect(typed(ns, "idle-api").Status.CurrentKeyID).NotTo(Equal(idle))
 	})
 })
