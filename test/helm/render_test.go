@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -46,10 +47,39 @@ func goBin() string {
 	return filepath.Join(runtime.GOROOT(), "bin", "go") // go test did not put go on PATH
 }
 
+var (
+	toolsMu sync.Mutex
+	tools   = map[string]string{}
+)
+
+// toolCommand is the command line that runs a tool pinned in hack/tools/go.mod: the binary `go tool`
+// builds (into the build cache, once), found with `go tool -n`, so that each run costs no go command.
+func toolCommand(name string) []string {
+	root := moduleRoot()
+	goTool := []string{goBin(), "tool", "-modfile=" + filepath.Join(root, "hack", "tools", "go.mod")}
+	toolsMu.Lock()
+	defer toolsMu.Unlock()
+	if bin, ok := tools[name]; ok {
+		return []string{bin}
+	}
+	cmd := exec.Command(goTool[0], append(goTool[1:], "-n", name)...)
+	cmd.Dir = root
+	if out, err := cmd.Output(); err == nil {
+		if bin := strings.TrimSpace(string(out)); !strings.ContainsAny(bin, " \n") {
+			if _, err := os.Stat(bin); err == nil {
+				tools[name] = bin
+				return []string{bin}
+			}
+		}
+	}
+	return append(goTool, name)
+}
+
 // tool runs a tool pinned in hack/tools/go.mod from the module root, with extra environment variables.
 func tool(env []string, name string, args ...string) (stdout []byte, stderr string, err error) {
 	root := moduleRoot()
-	cmd := exec.Command(goBin(), append([]string{"tool", "-modfile=" + filepath.Join(root, "hack", "tools", "go.mod"), name}, args...)...)
+	command := append(toolCommand(name), args...)
+	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), env...)
 	var out, errOut bytes.Buffer
