@@ -94,6 +94,7 @@ sync() {
 }
 
 lint() {
+  echo "helm lint --strict $CHART"
   helm lint --strict "$CHART"
   local values
   for values in "$CHART"/ci/*-values.yaml; do
@@ -101,6 +102,7 @@ lint() {
       echo "hack/chart.sh: skipping $values: the chart has no Argo CD scripts yet (make chart once config/argocd has them)" >&2
       continue
     fi
+    echo "helm lint --strict $CHART -f $values"
     helm lint --strict "$CHART" -f "$values"
   done
 }
