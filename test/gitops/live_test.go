@@ -160,6 +160,16 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		GinkgoWriter.Printf("action %s on %s/%s sent %s\n", action, ns, name, patch)
 		return string(patch)
 	}
+	// mergePatch patches an ApiKey without a resourceVersion, so that keysmith's own writes in between
+	// cannot make it conflict.
+	mergePatch := func(ns, name, patch string) {
+		GinkgoHelper()
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(apiKeyGVK)
+		u.SetNamespace(ns)
+		u.SetName(name)
+		Expect(k8s.Patch(ctx, u, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
+	}
 	disabledActions := func(obj map[string]any) []string {
 		GinkgoHelper()
 		offered, err := rt.Discover(obj, scripts.Discovery)
@@ -239,9 +249,7 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		Expect(getObject(ctx, k8s, ns, "billing-api")["metadata"].(map[string]any)["generation"]).To(BeEquivalentTo(1))
 
 		gate.block(ns, "apikeys/status")
-		ak := typed(ns, "billing-api")
-		ak.Spec.Scopes = append(ak.Spec.Scopes, "audit:read")
-		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		mergePatch(ns, "billing-api", `{"spec":{"scopes":["users:read","audit:read"]}}`)
 		Eventually(func() int { return gate.refusals(ns, "apikeys/status") }).WithTimeout(10 * time.Second).Should(BeNumerically(">", 0))
 		obj := getObject(ctx, k8s, ns, "billing-api")
 		record("progressing_generation_not_observed.yaml", obj)
@@ -377,8 +385,7 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		// keysmith raises ExpiringSoon on the reconcile after the one that issued the key, and nothing wakes
 		// it before notAfter for a key issued inside its warning (see the pending spec below): a label
 		// change makes it look again.
-		ak.Labels = map[string]string{"gitops-test": "wake"}
-		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		mergePatch(ns, "ci-token", `{"metadata":{"labels":{"gitops-test":"wake"}}}`)
 		Eventually(healthOf(ns, "ci-token")).WithTimeout(10 * time.Second).Should(HaveField("Message", HavePrefix("Key "+ak.Status.CurrentKeyID+" expires at ")))
 		obj := getObject(ctx, k8s, ns, "ci-token")
 		record("healthy_expiring_soon.yaml", obj)
@@ -471,9 +478,7 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		expired := readyKey(ns, "ci-token").Status.CurrentKeyID
 		clock.advance(2 * time.Hour)
 		// keysmith wakes at notAfter on its own; a label change makes it look now, on the moved clock.
-		ak := typed(ns, "ci-token")
-		ak.Labels = map[string]string{"gitops-test": "wake"}
-		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		mergePatch(ns, "ci-token", `{"metadata":{"labels":{"gitops-test":"wake"}}}`)
 		Eventually(healthOf(ns, "ci-token")).WithTimeout(20 * time.Second).Should(Equal(HealthStatus{Status: Degraded,
 			Message: "The current key has expired and rotation is not configured. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key."}))
 		obj := getObject(ctx, k8s, ns, "ci-token")
@@ -492,9 +497,7 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		apiKey(ns, "idle-api", func(ak *v1alpha1.ApiKey) { ak.Spec.RevokeUnusedAfter = &metav1.Duration{Duration: time.Hour} })
 		idle := readyKey(ns, "idle-api").Status.CurrentKeyID
 		clock.advance(2 * time.Hour)
-		ak := typed(ns, "idle-api")
-		ak.Labels = map[string]string{"gitops-test": "wake"}
-		Expect(k8s.Update(ctx, ak)).To(Succeed())
+		mergePatch(ns, "idle-api", `{"metadata":{"labels":{"gitops-test":"wake"}}}`)
 		Eventually(healthOf(ns, "idle-api")).WithTimeout(20 * time.Second).Should(Equal(HealthStatus{Status: Degraded,
 			Message: "The current key was revoked because it was not used for revokeUnusedAfter. Annotate the ApiKey with keysmith.dev/rotate=<any new value> to issue a fresh key."}))
 		obj := getObject(ctx, k8s, ns, "idle-api")
