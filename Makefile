@@ -21,8 +21,9 @@ all: build
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRD and RBAC manifests from the markers.
+manifests: ## Generate the CRD and RBAC manifests from the markers, and argocd-cm's patch from the Argo CD scripts.
 	$(CONTROLLER_GEN) rbac:roleName=keysmith-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(GO) run ./hack/argocd-gen
 
 .PHONY: generate
 generate: ## Generate deepcopy code.

@@ -166,6 +166,7 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 		r.recordTransitions(ak, requests)
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
+	wasExpiring := meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon)
 	switch {
 	case plan.Issue != rotation.TriggerNone:
 		if refused, err := r.issue(ctx, ak, secret, settings, plan); errors.Is(err, errSecretForeign) {
@@ -183,14 +184,13 @@ func (r *ApiKeyReconciler) reconcile(ctx context.Context, ak *v1alpha1.ApiKey) (
 		}
 	}
 	if plan.Issue == rotation.TriggerNone {
-		wasExpiring := meta.IsStatusConditionTrue(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon)
 		if err := r.writeStatus(ctx, ak, desiredStatus(ak, settings, plan, nil)); err != nil {
 			return ctrl.Result{}, err
 		}
-		if plan.ExpiringSoon && !wasExpiring {
-			c := meta.FindStatusCondition(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon)
-			r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventExpiringSoon, "Warn", "%s", c.Message)
-		}
+	}
+	// A key issued for less than the warning is expiring soon from the start.
+	if c := meta.FindStatusCondition(ak.Status.Conditions, v1alpha1.ConditionExpiringSoon); plan.ExpiringSoon && !wasExpiring && c != nil {
+		r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, v1alpha1.EventExpiringSoon, "Warn", "%s", c.Message)
 	}
 	if plan.Inactive == v1alpha1.ReasonDisabled && state != rotation.SecretMissing {
 		// Revocation is recorded (the verifier refuses the keys); now take the key out of the Secret.

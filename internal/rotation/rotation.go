@@ -225,10 +225,17 @@ func Decide(in Input) Plan {
 			}
 		}
 	}
-	// 6. A current key that will expire before any rotation replaces it.
-	if cur := p.current(); cur != nil && p.Issue == TriggerNone && in.Settings.ExpiryWarning > 0 {
-		rotatesInTime := !p.NextRotation.IsZero() && p.NextRotation.Before(cur.NotAfter.Time)
-		warnAt := cur.NotAfter.Add(-in.Settings.ExpiryWarning)
+	// 6. A current key (the one issued now, if any) that will expire before any rotation replaces it:
+	// warned about now, or woken for when the warning starts.
+	var notAfter time.Time
+	if p.Issue != TriggerNone {
+		notAfter = now.Add(in.Settings.Lifetime)
+	} else if cur := p.current(); cur != nil {
+		notAfter = cur.NotAfter.Time
+	}
+	if !notAfter.IsZero() && in.Settings.ExpiryWarning > 0 {
+		rotatesInTime := !p.NextRotation.IsZero() && p.NextRotation.Before(notAfter)
+		warnAt := notAfter.Add(-in.Settings.ExpiryWarning)
 		if !rotatesInTime {
 			if now.Before(warnAt) {
 				p.NextWake = earliest(p.NextWake, warnAt)

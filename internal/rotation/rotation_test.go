@@ -295,6 +295,21 @@ func TestDecide(t *testing.T) {
 			want: want{states: map[string]v1alpha1.KeyState{"a": v1alpha1.KeyActive}, nextRotation: -1, nextWake: 76 * day},
 		},
 		{
+			name: "first key without rotation: woken when its warning starts",
+			in:   Input{Now: at(0), Settings: Settings{Lifetime: 30 * day, ExpiryWarning: 14 * day}, Secret: SecretMissing},
+			want: want{issue: TriggerInitial, nextRotation: -1, nextWake: 16 * day},
+		},
+		{
+			name: "first key living less than the warning: expiring soon from the start",
+			in:   Input{Now: at(0), Settings: Settings{Lifetime: 7 * day, ExpiryWarning: 14 * day}, Secret: SecretMissing},
+			want: want{issue: TriggerInitial, expiringSoon: true, nextRotation: -1, nextWake: 7 * day},
+		},
+		{
+			name: "first key rotated in time: no warning, woken for the rotation",
+			in:   Input{Now: at(0), Settings: Settings{Lifetime: 31 * day, Period: 30 * day, Overlap: h, ExpiryWarning: 14 * day}, Secret: SecretMissing},
+			want: want{issue: TriggerInitial, nextRotation: 30 * day, nextWake: 30 * day},
+		},
+		{
 			name: "rotation in time: no warning",
 			in: Input{Now: at(29 * day), Settings: Settings{Lifetime: 31 * day, Period: 30 * day, Overlap: h, ExpiryWarning: 14 * day}, CurrentKeyID: "a", Secret: SecretCurrent,
 				Keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, 0, 31*day)}},

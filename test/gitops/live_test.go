@@ -430,10 +430,9 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		Expect(kstatus(obj)).To(Equal(status.FailedStatus))
 	})
 
-	// Pending until keysmith schedules a wake-up for the warning of a key it has just issued: today
-	// rotation.Decide leaves the new key's warning instant out of NextWake, so a key issued without rotation
-	// (expiresAfter 30d, warning 14d) gets ExpiringSoon only when something else makes keysmith look.
-	PIt("ExpiringSoon is raised for a key issued inside its expiry warning without any other event", func() {
+	// A key issued for less than the expiry warning (expiresAfter 1h, no rotation) is expiring soon from
+	// the moment it is issued: nothing else has to make keysmith look.
+	It("ExpiringSoon is raised for a key issued inside its expiry warning without any other event", func() {
 		ns := namespace("gitops-expiring-alone", nil)
 		apiKey(ns, "ci-token", func(ak *v1alpha1.ApiKey) {
 			ak.Spec.Rotation = nil
