@@ -492,7 +492,7 @@ func TestParseRevokeRequest(t *testing.T) {
 		{name: "a key next to an id", in: "aaaaaaaaaaaa," + pastedKey, ids: []string{"aaaaaaaaaaaa", pastedID}},
 		{name: "empty", in: " , ", problem: "is empty"},
 		{name: "garbage names its position only", in: "aaaaaaaaaaaa,secret-value", problem: "entry 2 is not"},
-		{name: "a key with a broken checksum is garbage", in: pastedKey[:len(pastedKey)-1] + "x", problem: "entry 1 is not"},
+		{name: "a key with a broken checksum is garbage", in: brokenChecksum(pastedKey), problem: "entry 1 is not"},
 		{name: "too many entries", in: strings.Repeat("aaaaaaaaaaaa,", MaxRevokeEntries+1), problem: "more than 64 entries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -608,4 +608,13 @@ func TestRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// brokenChecksum changes the last character of key (its checksum) to another one.
+func brokenChecksum(key string) string {
+	last := key[len(key)-1]
+	if last == 'x' {
+		return key[:len(key)-1] + "y"
+	}
+	return key[:len(key)-1] + "x"
 }
