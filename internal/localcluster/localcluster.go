@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -171,17 +172,26 @@ func startControllerManager(env *envtest.Environment, assets string) (*controlle
 	)
 	cm.cmd.Stdout, cm.cmd.Stderr = logFile, logFile
 	// Killed with the process that started it, so that a test binary that dies leaves no controller
-	// manager behind acting on a later run's API server.
+	// manager behind acting on a later run's API server. The signal follows the OS thread that started
+	// it, not the process: that thread is locked to the goroutine that waits for the child until it exits.
 	cm.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cm.cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting kube-controller-manager: %w", err)
-	}
+	startErr := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cm.cmd.Start(); err != nil {
+			startErr <- err
+			return
+		}
+		startErr <- nil
 		_ = cm.cmd.Wait()
 		logFile.Close()
 		close(cm.exited)
 	}()
+	if err := <-startErr; err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting kube-controller-manager: %w", err)
+	}
 	if err := cm.waitStarted(60 * time.Second); err != nil {
 		_ = cm.stop()
 		return nil, err

@@ -66,7 +66,7 @@ func verdict(key string) testenv.Verdict {
 }
 
 var _ = Describe("Deleting an ApiKey", func() {
-	It("with background propagation (the default): the key is refused, the ApiKey goes and the garbage collector takes nothing keysmith left", func() {
+	It("with background propagation (the default): the key is refused, the ApiKey goes, and the garbage collector collects its dependents", func() {
 		ns := newNamespace()
 		ak, key := issue(ns, "background")
 		s := secret(ns, "background-key")
@@ -74,11 +74,18 @@ var _ = Describe("Deleting an ApiKey", func() {
 		Expect(owner).NotTo(BeNil())
 		Expect(owner.UID).To(Equal(ak.UID))
 		Expect(*owner.BlockOwnerDeletion).To(BeTrue())
+		// A dependent of the user's (a ConfigMap rendered beside the key, say), which only the garbage
+		// collector deletes: keysmith deletes its own Secret itself.
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "background-config", OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: v1alpha1.GroupVersion.String(), Kind: "ApiKey", Name: ak.Name, UID: ak.UID,
+		}}}}
+		Expect(k8s.Create(ctx, cm)).To(Succeed())
 
 		Expect(k8s.Delete(ctx, ak)).To(Succeed())
 		Eventually(func() testenv.Verdict { return verdict(key) }, eventually, poll).Should(Equal(testenv.Refused))
 		Eventually(gone(ak), eventually, poll).Should(BeTrue())
 		Eventually(gone(s), eventually, poll).Should(BeTrue())
+		Eventually(gone(cm), eventually, poll).Should(BeTrue(), "the garbage collector deleted the ApiKey's other dependent")
 	})
 
 	It("with foreground propagation: the garbage collector deletes the Secret first, then the ApiKey goes", func() {

@@ -292,3 +292,22 @@ func trimStrings(v any) any {
 	}
 	return v
 }
+
+// The chart renders as a dependency of an umbrella chart, where Helm adds global values (a schema that
+// refused unknown top-level keys without naming global would fail there).
+func TestRendersAsSubchart(t *testing.T) {
+	umbrella := t.TempDir()
+	if err := os.WriteFile(filepath.Join(umbrella, "Chart.yaml"), []byte("apiVersion: v2\nname: platform\nversion: 0.1.0\ndependencies:\n  - name: keysmith\n    version: \">=0.0.0\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(umbrella, "values.yaml"), []byte("global:\n  imageRegistry: registry.example.com\nkeysmith:\n  verifier:\n    enabled: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(umbrella, "charts", "keysmith"), os.DirFS(filepath.Join(moduleRoot(), chartDir))); err != nil {
+		t.Fatal(err)
+	}
+	out := helm(t, "template", "keysmith", umbrella, "--namespace", "keysmith-system")
+	if !strings.Contains(string(out), "name: keysmith-verifier") {
+		t.Errorf("the subchart did not render its verifier:\n%s", firstLines(string(out), 20))
+	}
+}

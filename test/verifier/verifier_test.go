@@ -269,7 +269,7 @@ var _ = Describe("The verifier", func() {
 		Expect(stop()).To(Succeed())
 		// The servers' shutdown timeout is 10 s; the audit trail used to wait it out for servers that
 		// controller-runtime stops only after the trail's runnable.
-		Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
+		Expect(time.Since(start)).To(BeNumerically("<", 9*time.Second))
 		b, err := os.ReadFile(audit)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(strings.Count(string(b), `"code":"VALID"`)).To(BeNumerically(">=", n+1), "every decision is in the trail once the stop returned")

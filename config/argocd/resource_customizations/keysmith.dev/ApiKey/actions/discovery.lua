@@ -11,10 +11,13 @@ local annotations = metadata.annotations or {}
 local deleting = metadata.deletionTimestamp ~= nil
 local disabled = spec.disabled == true
 
--- The current key can be revoked when status lists it as Active and no revocation of it is pending.
+-- The current key can be revoked when status lists it as Active, the annotation is not just its id, and it
+-- does not already revoke every key. (Without the string library a list that names it among others cannot
+-- be told apart; revoking it again there changes nothing.)
 local revocable = false
 local current = status.currentKeyID
-if type(current) == "string" and current ~= "" and annotations["keysmith.dev/revoke"] ~= current then
+local pending = annotations["keysmith.dev/revoke"]
+if type(current) == "string" and current ~= "" and pending ~= current and pending ~= "all" then
   if type(status.keys) == "table" then
     for _, k in ipairs(status.keys) do
       if type(k) == "table" and k.id == current and k.state == "Active" then

@@ -24,6 +24,10 @@ if obj.metadata.annotations == nil then
   obj.metadata.annotations = {}
 end
 local previous = obj.metadata.annotations["keysmith.dev/revoke"]
+if previous == "all" then
+  -- Appending would turn it into a new request for all keys, one that revokes again every key issued since.
+  error("keysmith.dev/revoke is already all: every key is revoked", 0)
+end
 local value = current
 if type(previous) == "string" and previous ~= "" and previous ~= current then
   value = previous .. "," .. current
