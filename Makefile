@@ -69,8 +69,9 @@ test: verify-generated vet controlplane chart-lint prometheus-test ## Unit tests
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/keysmith.
+build: ## Build bin/keysmith and the kubectl plugin bin/kubectl-apikey (put bin/ on PATH for `kubectl apikey`).
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/keysmith ./cmd/keysmith
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kubectl-apikey ./cmd/kubectl-apikey
 
 .PHONY: run
 run: ## Run the manager against the cluster in KUBECONFIG.
