@@ -320,7 +320,7 @@ var _ = Describe("Live ApiKeys on the real control plane", Ordered, func() {
 		Eventually(func() string { s, _ := keyState(typed(ns, "billing-api"), before); return s }).
 			WithTimeout(20 * time.Second).Should(Equal(string(v1alpha1.KeyRevoked)))
 		Eventually(func() int { return secretKeyLength(ns, "billing-api-key") }).WithTimeout(20 * time.Second).Should(BeZero())
-		Eventually(healthOf(ns, "billing-api")).Should(Equal(HealthStatus{Status: Suspended,
+		Eventually(healthOf(ns, "billing-api")).WithTimeout(20 * time.Second).Should(Equal(HealthStatus{Status: Suspended,
 			Message: "spec.disabled is true: every key is revoked and the Secret's api-key is empty. Set it to false to issue a fresh key."}))
 		obj := getObject(ctx, k8s, ns, "billing-api")
 		record("suspended_disabled.yaml", obj)
