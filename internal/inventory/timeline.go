@@ -1,0 +1,133 @@
+package inventory
+
+import (
+	"slices"
+	"time"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+// EventKind is what happened to a key (or will happen: Future events).
+type EventKind string
+
+const (
+	// EventIssued: a key was issued with no valid predecessor (the first key, after an expiry, a
+	// revocation, or enable).
+	EventIssued EventKind = "Issued"
+	// EventRotated: a key was issued while its predecessor was still valid (a scheduled or requested
+	// rotation); the predecessor has a Retiring event at the same instant, or expired at once (overlap 0s).
+	EventRotated EventKind = "Rotated"
+	// EventRetiring: a key was replaced and stays valid Until the end of its overlap.
+	EventRetiring EventKind = "Retiring"
+	// EventRevoked: a key was revoked; Reason says why (Manual, Disabled, Unused, PolicyViolation, Deleted).
+	EventRevoked EventKind = "Revoked"
+	// EventExpired: a key's notAfter passed (the end of its lifetime, or of its overlap).
+	EventExpired EventKind = "Expired"
+	// EventLastUsed: the newest verification that accepted a key.
+	EventLastUsed EventKind = "LastUsed"
+	// EventExpires (future): a valid key will stop being accepted.
+	EventExpires EventKind = "Expires"
+	// EventRotationScheduled (future): keysmith's next scheduled rotation.
+	EventRotationScheduled EventKind = "RotationScheduled"
+)
+
+// eventOrder breaks ties between events at the same instant: a revocation or an expiry, then the key
+// that replaces it, then its predecessor's retirement.
+var eventOrder = []EventKind{EventRevoked, EventExpired, EventIssued, EventRotated, EventRetiring, EventLastUsed, EventExpires, EventRotationScheduled}
+
+// Event is one entry of a Timeline.
+type Event struct {
+	At   time.Time `json:"at"`
+	Kind EventKind `json:"kind"`
+	// KeyID is the key concerned ("" for RotationScheduled).
+	KeyID string `json:"keyID,omitempty"`
+	// Reason is a revocation's reason.
+	Reason string `json:"reason,omitempty"`
+	// Until is when a Retiring key stops being accepted.
+	Until *time.Time `json:"until,omitempty"`
+	// Future is true for events after now (Expires, RotationScheduled, an Until still ahead).
+	Future bool `json:"future,omitempty"`
+	// When is At relative to now ("3d ago", "in 29d").
+	When string `json:"when"`
+	// Message says it in a sentence.
+	Message string `json:"message"`
+}
+
+// Timeline lists what status records about k's keys, oldest first, followed by what is scheduled: each
+// key's issue (Issued or Rotated), retirement, revocation, expiry and last use, then the expiries and the
+// rotation still ahead. It covers the keys status lists (at most 16, newest first there).
+func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
+	ks := k.Status.Keys // newest first
+	var evs []Event
+	add := func(e Event) {
+		e.Future = e.At.After(now)
+		e.When = Relative(e.At, now)
+		evs = append(evs, e)
+	}
+	for i, key := range ks {
+		var older, newer *v1alpha1.IssuedKey
+		if i+1 < len(ks) {
+			older = &ks[i+1]
+		}
+		if i > 0 {
+			newer = &ks[i-1]
+		}
+		issued := key.IssuedAt.Time
+		switch {
+		case older != nil && validAt(*older, issued):
+			add(Event{At: issued, Kind: EventRotated, KeyID: key.ID, Message: "key " + key.ID + " issued, replacing " + older.ID})
+		case older != nil && older.RevokedAt != nil && !older.RevokedAt.After(issued) && issued.Sub(older.RevokedAt.Time) < 2*time.Second:
+			add(Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued after " + older.ID + " was revoked"})
+		default:
+			add(Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued"})
+		}
+		if newer != nil && validAt(key, newer.IssuedAt.Time) && key.NotAfter.After(newer.IssuedAt.Time) {
+			until := key.NotAfter.Time
+			add(Event{At: newer.IssuedAt.Time, Kind: EventRetiring, KeyID: key.ID, Until: &until,
+				Message: "key " + key.ID + " retiring, accepted until " + until.UTC().Format(time.RFC3339) + " (" + Relative(until, now) + ")"})
+		}
+		if key.LastUsedAt != nil {
+			add(Event{At: key.LastUsedAt.Time, Kind: EventLastUsed, KeyID: key.ID, Message: "key " + key.ID + " last used"})
+		}
+		switch {
+		case key.RevokedAt != nil:
+			msg := "key " + key.ID + " revoked"
+			if key.Reason != "" {
+				msg += " (" + key.Reason + ")"
+			}
+			add(Event{At: key.RevokedAt.Time, Kind: EventRevoked, KeyID: key.ID, Reason: key.Reason, Message: msg})
+		case key.State == v1alpha1.KeyRevoked:
+			// Revoked without a time (an older writer): nothing to place on the timeline.
+		case key.State == v1alpha1.KeyExpired || !now.Before(key.NotAfter.Time):
+			add(Event{At: key.NotAfter.Time, Kind: EventExpired, KeyID: key.ID, Message: "key " + key.ID + " expired"})
+		default:
+			msg := "key " + key.ID + " expires"
+			if key.State == v1alpha1.KeyRetiring {
+				msg = "retiring key " + key.ID + " stops being accepted"
+			}
+			add(Event{At: key.NotAfter.Time, Kind: EventExpires, KeyID: key.ID, Message: msg})
+		}
+	}
+	if t := k.Status.NextRotationAt; t != nil && t.After(now) && !k.Spec.Disabled {
+		add(Event{At: t.Time, Kind: EventRotationScheduled, KeyID: k.Status.CurrentKeyID, Message: "next scheduled rotation"})
+	}
+	slices.SortStableFunc(evs, func(a, b Event) int {
+		if c := a.At.Compare(b.At); c != 0 {
+			return c
+		}
+		return slices.Index(eventOrder, a.Kind) - slices.Index(eventOrder, b.Kind)
+	})
+	return evs
+}
+
+// validAt reports whether k was accepted at t (issued, not yet revoked, before its notAfter). A key whose
+// notAfter is exactly t was replaced with no overlap: it still counts, as the replacement is a rotation.
+func validAt(k v1alpha1.IssuedKey, t time.Time) bool {
+	if k.IssuedAt.After(t) {
+		return false
+	}
+	if k.RevokedAt != nil && !k.RevokedAt.After(t) {
+		return false
+	}
+	return !k.NotAfter.Time.Before(t)
+}
