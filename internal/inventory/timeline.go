@@ -64,7 +64,8 @@ func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 		e.When = Relative(e.At, now)
 		evs = append(evs, e)
 	}
-	for i, key := range ks {
+	for i := len(ks) - 1; i >= 0; i-- { // oldest first, so that events at one instant keep that order
+		key := ks[i]
 		var older, newer *v1alpha1.IssuedKey
 		if i+1 < len(ks) {
 			older = &ks[i+1]

@@ -1,0 +1,131 @@
+package inventory
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+func line(evs []Event) string {
+	var out []string
+	for _, e := range evs {
+		s := e.When + " " + string(e.Kind) + " " + e.KeyID
+		if e.Reason != "" {
+			s += " (" + e.Reason + ")"
+		}
+		if e.Until != nil {
+			s += " until " + Relative(*e.Until, now)
+		}
+		if e.Future {
+			s += " [future]"
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestTimeline(t *testing.T) {
+	key := func(id string, state v1alpha1.KeyState, issued, notAfter time.Duration) v1alpha1.IssuedKey {
+		return v1alpha1.IssuedKey{ID: id, State: state, IssuedAt: at(issued), NotAfter: at(notAfter)}
+	}
+	revoked := func(k v1alpha1.IssuedKey, when time.Duration, reason string) v1alpha1.IssuedKey {
+		k.State, k.RevokedAt, k.Reason = v1alpha1.KeyRevoked, atp(when), reason
+		return k
+	}
+	used := func(k v1alpha1.IssuedKey, when time.Duration) v1alpha1.IssuedKey {
+		k.LastUsedAt = atp(when)
+		return k
+	}
+	tests := []struct {
+		name string
+		keys []v1alpha1.IssuedKey // newest first, as status
+		next *time.Duration
+		want string
+	}{
+		{name: "no keys", want: ""},
+		{name: "one key, never used", keys: []v1alpha1.IssuedKey{key("a", v1alpha1.KeyActive, -time.Hour, 90*day)},
+			want: "1h ago Issued a\nin 90d Expires a [future]"},
+		{name: "rotation with overlap, then the retiring key expired", next: ptr(20 * day), keys: []v1alpha1.IssuedKey{
+			used(key("c", v1alpha1.KeyActive, -10*day, 80*day), -2*time.Hour),
+			used(key("b", v1alpha1.KeyExpired, -40*day, -9*day), -10*day-time.Hour),
+			key("a", v1alpha1.KeyExpired, -70*day, -39*day),
+		}, want: strings.Join([]string{
+			"70d ago Issued a", "40d ago Rotated b", "40d ago Retiring a until 39d ago", "39d ago Expired a",
+			"10d ago LastUsed b", "10d ago Rotated c", "10d ago Retiring b until 9d ago", "9d ago Expired b",
+			"2h ago LastUsed c", "in 20d RotationScheduled c [future]", "in 80d Expires c [future]",
+		}, "\n")},
+		{name: "a retiring key still accepted", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			key("a", v1alpha1.KeyRetiring, -30*day, 23*time.Hour),
+		}, want: "30d ago Issued a\n1h ago Rotated b\n1h ago Retiring a until in 23h\nin 23h Expires a [future]\nin 90d Expires b [future]"},
+		{name: "rotation with overlap 0s", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			key("a", v1alpha1.KeyExpired, -30*day, -time.Hour),
+		}, want: "30d ago Issued a\n1h ago Expired a\n1h ago Rotated b\nin 90d Expires b [future]"},
+		{name: "the current key revoked: a fresh key at once, not a rotation", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			revoked(key("a", v1alpha1.KeyActive, -30*day, 60*day), -time.Hour, "Manual"),
+		}, want: "30d ago Issued a\n1h ago Revoked a (Manual)\n1h ago Issued b\nin 90d Expires b [future]"},
+		{name: "expired without rotation, renewed days later", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			key("a", v1alpha1.KeyExpired, -100*day, -10*day),
+		}, want: "100d ago Issued a\n10d ago Expired a\n1h ago Issued b\nin 90d Expires b [future]"},
+		{name: "disabled then enabled", keys: []v1alpha1.IssuedKey{
+			key("c", v1alpha1.KeyActive, -time.Hour, 90*day),
+			revoked(key("b", v1alpha1.KeyActive, -20*day, 70*day), -5*day, "Disabled"),
+			revoked(key("a", v1alpha1.KeyActive, -40*day, 50*day), -5*day, "Disabled"),
+		}, want: "40d ago Issued a\n20d ago Rotated b\n20d ago Retiring a until in 50d\n5d ago Revoked a (Disabled)\n5d ago Revoked b (Disabled)\n1h ago Issued c\nin 90d Expires c [future]"},
+		{name: "a key whose notAfter passed before keysmith recorded it", keys: []v1alpha1.IssuedKey{
+			key("a", v1alpha1.KeyActive, -91*day, -day),
+		}, want: "91d ago Issued a\n24h ago Expired a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := apiKey()
+			k.Status.Keys = tt.keys
+			k.Status.NextRotationAt = nil
+			if tt.next != nil {
+				k.Status.NextRotationAt = atp(*tt.next)
+			}
+			if len(tt.keys) > 0 {
+				k.Status.CurrentKeyID = tt.keys[0].ID
+			}
+			evs := Timeline(k, now)
+			if got := line(evs); got != tt.want {
+				t.Errorf("timeline:\n%s\nwant:\n%s", got, tt.want)
+			}
+			for i, e := range evs {
+				if e.Message == "" {
+					t.Errorf("event %d has no message", i)
+				}
+				if i > 0 && e.At.Before(evs[i-1].At) {
+					t.Errorf("event %d is before event %d", i, i-1)
+				}
+			}
+		})
+	}
+}
+
+func TestTimelineJSON(t *testing.T) {
+	b, err := json.Marshal(Timeline(apiKey(), now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `{"at":"2026-11-17T12:00:00Z","kind":"Rotated","keyID":"aaaaaaaaaaaa","when":"10d ago","message":"key aaaaaaaaaaaa issued, replacing bbbbbbbbbbbb"}`) {
+		t.Errorf("JSON: %s", b)
+	}
+}
+
+func TestTimelineDisabledHasNoScheduledRotation(t *testing.T) {
+	k := apiKey(func(k *v1alpha1.ApiKey) { k.Spec.Disabled = true })
+	for _, e := range Timeline(k, now) {
+		if e.Kind == EventRotationScheduled {
+			t.Errorf("a disabled ApiKey shows a scheduled rotation")
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
