@@ -240,7 +240,7 @@ func TestComputeWithoutEffective(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1alpha1.ApiKeyPolicySpec{ExpiryWarning: dur(7 * day), RevokeUnusedAfter: dur(20 * day)}},
 	}
 	r := Compute(k, now, ps)
-	if r.ExpiryWarning != (21 * day).String() || r.UnusedWindow != (10 * day).String() || strings.Join(r.Policies, ",") != "a,b" {
+	if r.ExpiryWarning != (21*day).String() || r.UnusedWindow != (10*day).String() || strings.Join(r.Policies, ",") != "a,b" {
 		t.Errorf("windows %s %s, policies %v", r.ExpiryWarning, r.UnusedWindow, r.Policies)
 	}
 	r = Compute(k, now, nil)
