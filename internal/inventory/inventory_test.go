@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -276,5 +277,28 @@ func TestWarningsText(t *testing.T) {
 	}
 	if (Row{}).WarningsText() != "" {
 		t.Error("empty row has warnings text")
+	}
+}
+
+func TestSummarizeSecret(t *testing.T) {
+	yes := true
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "billing-api-key", Labels: map[string]string{"app.kubernetes.io/managed-by": "keysmith"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ApiKey", Name: "billing-api", Controller: &yes}}},
+		Type: "keysmith.dev/api-key",
+		Data: map[string][]byte{"api-key": []byte("ks_live_0123456789"), "key-id": []byte("aaaaaaaaaaaa"), "expires-at": []byte("2027-02-25T07:42:30Z")},
+	}
+	value := s.Data["api-key"]
+	info := SummarizeSecret("billing-api-key", s)
+	b, _ := json.Marshal(info)
+	want := `{"name":"billing-api-key","exists":true,"type":"keysmith.dev/api-key","managedByKeysmith":true,"owner":"billing-api","data":[{"key":"api-key","length":18},{"key":"expires-at","length":20},{"key":"key-id","length":12}]}`
+	if string(b) != want {
+		t.Errorf("info = %s", b)
+	}
+	if strings.Trim(string(value), "\x00") != "" || s.Data != nil {
+		t.Error("the values were not zeroed")
+	}
+	if info := SummarizeSecret("gone", nil); info.Exists || info.Name != "gone" {
+		t.Errorf("missing: %+v", info)
 	}
 }
