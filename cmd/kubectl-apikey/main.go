@@ -63,6 +63,10 @@ func newRoot(streams genericiooptions.IOStreams) *cobra.Command {
 func main() {
 	root := newRoot(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
 	if err := root.Execute(); err != nil {
+		if msg, ok := fromServer(err); ok { // as kubectl: Error from server (Forbidden): ...
+			fmt.Fprintln(os.Stderr, msg)
+			os.Exit(1)
+		}
 		var ee *exitError
 		if errors.As(err, &ee) {
 			if ee.msg != "" {

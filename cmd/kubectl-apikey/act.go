@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/keysmith-dev/keysmith/internal/actions"
+)
+
+func init() {
+	commands = append(commands, newRotateCommand, newRevokeCommand, newDisableCommand, newEnableCommand)
+}
+
+// waitFlags are the flags every action has.
+type waitFlags struct {
+	wait    bool
+	timeout time.Duration
+}
+
+func (w *waitFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&w.wait, "wait", true, "Wait until keysmith confirms in the ApiKey's status; --wait=false returns once the change is accepted")
+	cmd.Flags().DurationVar(&w.timeout, "timeout", 60*time.Second, "How long to wait for keysmith's confirmation")
+}
+
+// action runs one action on the ApiKey named by args[0] in the namespace of -n: do patches, then the
+// request is printed, then (unless --wait=false) keysmith's confirmation.
+func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do func(ctx context.Context, key types.NamespacedName) (*actions.Request, error)) error {
+	ns, err := e.namespace()
+	if err != nil {
+		return err
+	}
+	if err := actions.ValidateName(ns, name); err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	if w.timeout <= 0 {
+		return &exitError{code: 1, msg: "--timeout must be positive"}
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	req, err := do(ctx, types.NamespacedName{Namespace: ns, Name: name})
+	if err != nil {
+		if actions.IsRefused(err) {
+			return &exitError{code: 1, msg: err.Error()}
+		}
+		return err
+	}
+	out := e.streams.Out
+	ref := "apikey.keysmith.dev/" + name
+	if req.Unchanged {
+		fmt.Fprintf(out, "%s unchanged: %s\n", ref, req.Message)
+	} else {
+		fmt.Fprintf(out, "%s %s\n", ref, req.Message)
+	}
+	if !w.wait {
+		fmt.Fprintf(out, "%s not waiting for keysmith's confirmation (--wait=false)\n", ref)
+		return nil
+	}
+	res, err := actions.Wait(ctx, c, req, w.timeout)
+	if err != nil {
+		var te *actions.TimeoutError
+		if errors.As(err, &te) {
+			return &exitError{code: 1, msg: te.Error()}
+		}
+		return err
+	}
+	fmt.Fprintf(out, "%s %s (confirmed by keysmith in %s)\n", ref, res.Message, res.Waited.Round(10*time.Millisecond))
+	return nil
+}
+
+func newRotateCommand(e *env) *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Issue a new key now; the previous key stays valid for the overlap",
+		Long: `Issue a new key now, as kubectl annotate apikey NAME keysmith.dev/rotate=<time> --overwrite does: keysmith
+writes a new key to the Secret and keeps the previous one valid for the overlap. Also the way to get a
+fresh key after an expiry without rotation or a revocation for not being used. Waits until keysmith has
+handled the request and a new key is current.`,
+		Example:           "  kubectl apikey rotate billing-api -n payments",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeApiKeyNames(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
+				c, err := e.client()
+				if err != nil {
+					return nil, err
+				}
+				return actions.Rotate(ctx, c, key)
+			})
+		},
+	}
+	w.add(cmd)
+	return cmd
+}
+
+func newRevokeCommand(e *env) *cobra.Command {
+	var (
+		w   waitFlags
+		ids []string
+		all bool
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke NAME (--key ID... | --all)",
+		Short: "Revoke keys at once: every verifier refuses them on its next request",
+		Long: `Revoke keys at once, as kubectl annotate apikey NAME keysmith.dev/revoke=<ids> does (the emergency runbook
+of docs/lifecycle.md): every verifier refuses them from its next request on, with or without keysmith
+running, because it reads the annotation itself. keysmith then records them (state Revoked, reason
+Manual) and, if the current key was among them, writes a fresh key to the Secret with no overlap.
+A revocation keysmith has not recorded yet is kept and the new ids added to it.
+
+--key takes key ids (12 hex digits; kubectl apikey describe lists them). A leaked key given instead is
+reduced to its id on this machine: the key is never sent, but remove it from your shell history.`,
+		Example: `  kubectl apikey revoke billing-api --key d5e0c8e0a160
+  kubectl apikey revoke billing-api --key d5e0c8e0a160,7f3c21aa09b4
+  kubectl apikey revoke billing-api --all`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeApiKeyNames(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all == (len(ids) > 0) {
+				return &exitError{code: 1, msg: "revoke needs --key ID (one or more) or --all"}
+			}
+			var parsed []string
+			for i, s := range ids {
+				id, isKey, err := actions.ParseKeyID(s)
+				if err != nil {
+					return &exitError{code: 1, msg: fmt.Sprintf("--key entry %d: %s", i+1, err)}
+				}
+				if isKey {
+					fmt.Fprintf(e.streams.ErrOut, "Warning: --key entry %d is a key, not a key id: revoking it by its id %s (the key is not sent anywhere; remove it from your shell history)\n", i+1, id)
+				}
+				parsed = append(parsed, id)
+			}
+			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
+				c, err := e.client()
+				if err != nil {
+					return nil, err
+				}
+				return actions.Revoke(ctx, c, key, parsed, all)
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&ids, "key", nil, "Key ids to revoke (repeat the flag or separate them by commas)")
+	cmd.Flags().BoolVar(&all, "all", false, "Revoke every key of the ApiKey")
+	cmd.MarkFlagsMutuallyExclusive("key", "all")
+	_ = cmd.RegisterFlagCompletionFunc("key", completeKeyIDs(e))
+	w.add(cmd)
+	return cmd
+}
+
+func newDisableCommand(e *env) *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "disable NAME",
+		Short: "The kill switch: revoke every key and empty the Secret (spec.disabled: true)",
+		Long: `Set spec.disabled: true, as kubectl patch apikey NAME --type merge -p '{"spec":{"disabled":true}}' does:
+every verifier refuses the ApiKey's keys as soon as it sees the change, keysmith revokes them all (reason
+Disabled) and empties the Secret's key (the Secret stays, so that workloads mounting it still start).
+Waits until keysmith has recorded it. kubectl apikey enable issues a fresh key.`,
+		Example:           "  kubectl apikey disable billing-api -n payments",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeApiKeyNames(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
+				c, err := e.client()
+				if err != nil {
+					return nil, err
+				}
+				return actions.Disable(ctx, c, key)
+			})
+		},
+	}
+	w.add(cmd)
+	return cmd
+}
+
+func newEnableCommand(e *env) *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "enable NAME",
+		Short: "Set spec.disabled back to false; keysmith issues a fresh key",
+		Long: `Set spec.disabled: false: keysmith issues a fresh key into the Secret (revoked keys never come back).
+Waits until the ApiKey is Ready with the new key.`,
+		Example:           "  kubectl apikey enable billing-api -n payments",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeApiKeyNames(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
+				c, err := e.client()
+				if err != nil {
+					return nil, err
+				}
+				return actions.Enable(ctx, c, key)
+			})
+		},
+	}
+	w.add(cmd)
+	return cmd
+}
+
+// fromServer formats an error of the API server as kubectl does ("Error from server (Forbidden): ..."),
+// for main to print; ok is false for other errors.
+func fromServer(err error) (msg string, ok bool) {
+	var s apierrors.APIStatus
+	if !errors.As(err, &s) {
+		return "", false
+	}
+	st := s.Status()
+	if st.Message == "" {
+		st.Message = err.Error()
+	}
+	if st.Reason == "" {
+		return "Error from server: " + st.Message, true
+	}
+	return fmt.Sprintf("Error from server (%s): %s", st.Reason, st.Message), true
+}
