@@ -72,6 +72,9 @@ type Options struct {
 	WaitTimeout time.Duration
 	// Token fixes the per-run token (tests); empty means a random one.
 	Token string
+	// OnRequest, if set, is told of every request once it is answered, with its status (tests and
+	// debugging; the URL's query, which may hold the token, is the caller's to leave out).
+	OnRequest func(r *http.Request, status int)
 }
 
 // Server is one run of the dashboard.
@@ -182,6 +185,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // ServeHTTP checks the Host header, sets the security headers and dispatches.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.OnRequest != nil {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() { s.opts.OnRequest(r, rec.status) }()
+		w = rec
+	}
 	h := w.Header()
 	h.Set("Content-Security-Policy", ContentSecurityPolicy)
 	h.Set("X-Frame-Options", "DENY")
@@ -288,3 +296,25 @@ func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 		next(w, r)
 	}
 }
+
+// statusRecorder keeps the status a handler wrote; Unwrap lets http.ResponseController flush the event
+// stream through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

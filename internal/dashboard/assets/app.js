@@ -197,7 +197,7 @@
       if (d >= 0 && d < days) bins[d][e.kind].push(e);
     }
     const max = Math.max(1, ...bins.map((b) => b.rotation.length + b.expiry.length));
-    const W = 960, H = 190, L = 34, R = 10, T = 24, B = 26;
+    const W = 1200, H = 170, L = 34, R = 14, T = 24, B = 26;
     const pw = W - L - R, ph = H - T - B, bw = pw / days;
     const y = (v) => T + ph - (v / max) * ph;
     const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'expiries and rotations over the next 90 days' });
@@ -211,7 +211,7 @@
     for (let d = 0; d <= days; d += 15) {
       const x = L + d * bw;
       root.append(svg('line', { class: 'axis', x1: x, x2: x, y1: T + ph, y2: T + ph + 4 }));
-      root.append(svg('text', { x, y: H - 8, 'text-anchor': d === 0 ? 'start' : 'middle' }, d === 0 ? 'today' : fmtDay(from + d * DAY)));
+      root.append(svg('text', { x, y: H - 8, 'text-anchor': d === 0 ? 'start' : d === days ? 'end' : 'middle' }, d === 0 ? 'today' : fmtDay(from + d * DAY)));
     }
     root.append(svg('line', { class: 'axis', x1: L, x2: W - R, y1: T + ph, y2: T + ph }));
     bins.forEach((b, d) => {
