@@ -20,7 +20,7 @@ import (
 const ChartDays = 90
 
 // Columns are the table's columns, those of `kubectl apikey list`.
-var Columns = []string{"NAMESPACE", "NAME", "READY", "SCOPES", "KEY", "ROTATES", "EXPIRES", "LAST USED", "WARNINGS"}
+var Columns = []string{"NAMESPACE", "NAME", "READY", "SCOPES", "KEY", "NEXT ROTATION", "EXPIRES", "LAST USED", "WARNINGS"}
 
 // Snapshot is what the page shows, sent whole on every change.
 type Snapshot struct {
