@@ -87,4 +87,3 @@ namespaces.`,
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "print the URL without opening a browser")
 	return cmd
 }
-

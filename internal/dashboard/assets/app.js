@@ -268,7 +268,7 @@
     ol.replaceChildren();
     for (const e of d.timeline) {
       const li = el('li', { class: e.kind + (e.future ? ' future' : ''), 'data-kind': e.kind, 'data-key-id': e.keyID || '' },
-        el('span', { class: 'when', title: e.at }, e.when), ' ', el('span', { class: 'ev ' + e.kind }, e.kind), ' ', e.message);
+        el('span', { class: 'when', title: e.at }, e.when), ' ', el('span', { class: 'ev ' + e.kind }, e.kind.replace(/([a-z])([A-Z])/g, '$1 $2')), ' ', e.message);
       ol.append(li);
     }
     if (!d.timeline.length) ol.append(el('li', { class: 'muted' }, 'No key issued yet.'));
