@@ -179,7 +179,7 @@ func WaitDisabled(ctx context.Context, c client.Client, r *Request, timeout time
 				n++
 			}
 		}
-		return fmt.Sprintf("disabled: %d key%s revoked (Disabled), the Secret %s holds no key", n, plural(n, "", "s"), ak.Spec.SecretName)
+		return fmt.Sprintf("disabled: %d key%s revoked (Disabled); every verifier refuses %s, and keysmith empties the Secret %s", n, plural(n, "", "s"), plural(n, "it", "them"), ak.Spec.SecretName)
 	})
 }
 
