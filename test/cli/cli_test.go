@@ -447,4 +447,3 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 		Expect(platforms).To(ConsistOf("linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64"))
 	})
 })
-
