@@ -288,26 +288,35 @@ func revokeOnce(ctx context.Context, c client.Client, ak *v1alpha1.ApiKey, ids [
 	var value string
 	switch {
 	case pending && problem == "" && pall:
-		r.Value, r.Unchanged = previous, true
-		r.Message = fmt.Sprintf("a revocation of every key is already pending (%s=%s): it covers %s", v1alpha1.AnnotationRevoke, previous, strings.Join(wanted, ", "))
+		r.Value, r.Unchanged = "all", true
+		r.Message = fmt.Sprintf("a revocation of every key is already pending (%s names all): it covers %s", v1alpha1.AnnotationRevoke, strings.Join(wanted, ", "))
 		return r, nil
 	case pending && problem == "":
-		// Keep what is pending, add what is not in it yet.
-		value = previous
-		if all {
-			value += ",all"
-		}
-		for _, id := range wanted {
-			if !all && !slices.Contains(pids, id) {
-				value += "," + id
+		// Keep what is pending and add what is not in it yet. The pending entries are written as key ids:
+		// a key pasted into the value by hand is replaced by its id, which revokes the same key, so that
+		// the value this writes (and prints) never holds a key.
+		var merged []string
+		for _, id := range pids {
+			if !slices.Contains(merged, id) {
+				merged = append(merged, id)
 			}
 		}
-		if value == previous {
-			r.Value, r.Unchanged = previous, true
-			r.Message = fmt.Sprintf("the revocation of %s is already pending (%s=%s)", strings.Join(wanted, ", "), v1alpha1.AnnotationRevoke, previous)
+		missing := false
+		for _, id := range wanted {
+			if !all && !slices.Contains(merged, id) {
+				merged, missing = append(merged, id), true
+			}
+		}
+		if !missing && !all {
+			r.Value, r.Unchanged = strings.Join(merged, ","), true
+			r.Message = fmt.Sprintf("the revocation of %s is already pending (%s names %s)", strings.Join(wanted, ", "), v1alpha1.AnnotationRevoke, plural(len(wanted), "it", "them"))
 			return r, nil
 		}
-		if n := strings.Count(value, ",") + 1; n > rotation.MaxRevokeEntries {
+		if all {
+			merged = append(merged, "all")
+		}
+		value = strings.Join(merged, ",")
+		if n := len(merged); n > rotation.MaxRevokeEntries {
 			return nil, refused("%s would name %d entries, more than the %d keysmith accepts, while keysmith has not handled the pending ones: wait for it, then revoke again", v1alpha1.AnnotationRevoke, n, rotation.MaxRevokeEntries)
 		}
 	default:

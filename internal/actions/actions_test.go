@@ -76,13 +76,21 @@ func TestRevokeValue(t *testing.T) {
 		{name: "a handled value is replaced", previous: "dddddddddddd", handled: true, ids: []string{"aaaaaaaaaaaa"}, want: "aaaaaaaaaaaa"},
 		{name: "a handled all is replaced by a new value", previous: "all", handled: true, all: true, want: "aaaaaaaaaaaa,bbbbbbbbbbbb,all"},
 		{name: "a malformed value is replaced", previous: "not-a-key-id", ids: []string{"aaaaaaaaaaaa"}, want: "aaaaaaaaaaaa"},
+		{name: "a pending key is kept as its id", previous: "PASTED", ids: []string{"aaaaaaaaaaaa"}, want: "ID(PASTED),aaaaaaaaaaaa"},
+		{name: "duplicates in a pending value are dropped", previous: "bbbbbbbbbbbb, bbbbbbbbbbbb", ids: []string{"aaaaaaaaaaaa"}, want: "bbbbbbbbbbbb,aaaaaaaaaaaa"},
 		{name: "already revoked: nothing sent", ids: []string{"cccccccccccc"}, want: "", unchanged: true},
 		{name: "unknown id", ids: []string{"eeeeeeeeeeee"}, err: "lists no key eeeeeeeeeeee"},
 		{name: "not an id", ids: []string{"EEEE"}, err: "12 lowercase hex digits"},
 		{name: "neither", err: "not both and not neither"},
 	}
+	pasted, err := keys.Generate("ks", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.previous = strings.ReplaceAll(tt.previous, "PASTED", pasted.Plaintext())
+			tt.want = strings.ReplaceAll(tt.want, "ID(PASTED)", keys.ID(pasted.Plaintext()))
 			ann := map[string]string{}
 			handled := ""
 			if tt.previous != "" {
@@ -104,6 +112,9 @@ func TestRevokeValue(t *testing.T) {
 			}
 			if got := annotation(t, c, v1alpha1.AnnotationRevoke); got != tt.want {
 				t.Errorf("annotation = %q, want %q", got, tt.want)
+			}
+			if strings.Contains(r.Message+r.Value, pasted.Plaintext()) || strings.Contains(r.Message, pasted.Body) {
+				t.Errorf("the request repeats a key")
 			}
 			if r.Unchanged != tt.unchanged {
 				t.Errorf("Unchanged = %v (%s)", r.Unchanged, r.Message)
