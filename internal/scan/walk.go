@@ -220,6 +220,11 @@ func sortFindings(fs []Finding) {
 	})
 }
 
+type readCloser interface {
+	io.Reader
+	Close() error
+}
+
 // workerResult is what one worker found; merged once every worker is done.
 type workerResult struct {
 	findings []Finding
@@ -233,7 +238,7 @@ func (wr *workerResult) scanFile(s *stream, j job, stdin io.Reader, problem func
 	if j.stdin {
 		r = stdin
 	} else {
-		f, err := os.Open(j.path)
+		f, err := openFile(j.path)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) { // listed by git, deleted from the work tree since
 				problem(err)
