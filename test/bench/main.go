@@ -68,6 +68,11 @@ type options struct {
 	docs     string
 	img      string
 	profile  *apiServerProfiler
+	// only names the one scenario to run ("scan"); scanMB, scanRuns and scanApiKeys size the scan (scan.go).
+	only        string
+	scanMB      int
+	scanRuns    int
+	scanApiKeys int
 }
 
 func main() {
@@ -91,7 +96,15 @@ func main() {
 	apiProfileSeconds := flag.Int("apiserver-profile-seconds", 4, "length of each API server profile, from the start of its phase")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	render := flag.String("render", "", "measure nothing: redraw the charts and the page from this results JSON (after editing the page's template)")
+	flag.StringVar(&o.only, "only", "", "run only this scenario (scan: kubectl apikey scan) on a control plane of its own, merge its figures into -out's results and regenerate -docs")
+	flag.IntVar(&o.scanMB, "scan-mb", 500, "MB of generated text that kubectl apikey scan reads (0 skips the scan scenario)")
+	flag.IntVar(&o.scanRuns, "scan-runs", 3, "measured runs of kubectl apikey scan over the tree")
+	flag.IntVar(&o.scanApiKeys, "scan-apikeys", 1000, "ApiKeys the scan's lookup lists at least (more are created when the cluster has fewer)")
 	flag.Parse()
+	if o.only != "" && o.only != "scan" {
+		fmt.Fprintln(os.Stderr, "bench: -only takes scan")
+		os.Exit(2)
+	}
 	var err error
 	if o.sweep, err = sweepOf(*sweep, o.n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -170,6 +183,7 @@ type Results struct {
 	Sweep    []Issuance `json:"issuanceSweep"`
 	Memory   *Memory    `json:"memory,omitempty"`
 	Storm    *Storm     `json:"rotationStorm,omitempty"`
+	Scan     *Scan      `json:"scan,omitempty"`
 }
 
 // Headline is the issuance of -n ApiKeys (its per-key curves are in the sweep) and the API requests the
@@ -208,6 +222,9 @@ type Distribution struct {
 }
 
 func run(o options) error {
+	if o.only == "scan" {
+		return runScanOnly(o)
+	}
 	crds, err := floorCRDs()
 	if err != nil {
 		return err
@@ -370,6 +387,13 @@ func run(o options) error {
 		return err
 	}
 
+	if o.scanMB > 0 {
+		sc, err := runScan(ctx, env, cfg, c, o)
+		if err != nil {
+			return err
+		}
+		res.Scan = &sc
+	}
 	if o.storm > 0 {
 		fmt.Printf("rotation storm: %d ApiKeys due at the same instant...\n", o.storm)
 		st, err := runStorm(ctx, c, clk, &writes, o.storm, o.parallel)
@@ -383,7 +407,7 @@ func run(o options) error {
 		<-mgrDone
 		// The measured manager must see -memory-apikeys ApiKeys, not those of the earlier phases too.
 		fmt.Println("memory: deleting the earlier phases' ApiKeys and Secrets...")
-		if err := clearNamespaces(ctx, c, append(sweepNS, "warmup-keysmith", "bench", stormNS), 16); err != nil {
+		if err := clearNamespaces(ctx, c, append(sweepNS, "warmup-keysmith", "bench", stormNS, scanNS, scanFillNS), 16); err != nil {
 			return err
 		}
 		m, err := runMemory(ctx, env.Environment, c, o.memKeys, o.foreign, 16, o.gogc)
@@ -393,6 +417,9 @@ func run(o options) error {
 		res.Memory = &m
 	}
 	print(res)
+	if res.Scan != nil {
+		printScan(*res.Scan)
+	}
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
 	}

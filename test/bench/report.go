@@ -154,6 +154,8 @@ var reportTemplate = template.Must(template.New("benchmarks").Funcs(template.Fun
 	"lt":    func(a, b float64) bool { return a < b },
 	"ms":    func(micros float64) string { return num(micros/1000, 1) },
 	"float": func(v int) float64 { return float64(v) },
+	"mb":    func(v int64) float64 { return float64(v) / 1e6 },
+	"inc":   func(i int) int { return i + 1 },
 }).Parse(reportText))
 
 // num formats v with decimals and thousands separators.
@@ -340,4 +342,28 @@ record the rotation before the verifier's index drops the old key; a delete reac
 from the watch. For comparison, hosted API-key services state propagation delays of 5 s to 180 s.
 
 ![Revocation latency distribution]({{index .Img "bench-revocation.png"}})
-`
+{{with .Scan}}
+## kubectl apikey scan
+
+` + "`kubectl apikey scan --format json TREE`" + ` as its own process (the plugin built as ` + "`make build`" + ` builds it, with a
+kubeconfig), over a generated tree of {{num (mb .Bytes) 0}} MB of text in {{num (float .Files) 0}} files:
+{{num (float .SourceFiles) 0}} source-like files (Go, Python, YAML, Markdown, JSON lines; 256 B to 256 KB, most under
+32 KB) and {{.LogFiles}} logs of 1 to 32 MB, with identifiers such as ` + "`run_test_suite`" + ` that hold a separator and no
+key. Scattered in it: {{index .Planted "live"}} occurrences of {{.LiveApiKeys}} live keys issued by ApiKeys on this control plane,
+{{index .Planted "revoked"}} of {{.RevokedApiKeys}} revoked ones, {{index .Planted "unknown"}} unknown keys and {{index .Planted "bad-checksum"}} strings with a bad
+checksum; every run must find exactly those. Each key is looked up in one paged listing of every ApiKey of the
+cluster ({{num (float .ApiKeys) 0}}; {{.ListRequests}} LIST requests per run, counted on the API server). The tree is in the page
+cache (written just before); MB are 10⁶ bytes. Measured {{.Date.Format "2006-01-02 15:04 UTC"}}, commit {{.Commit}}, with
+` + "`{{.Command}}`" + `.
+
+| | wall clock | MB/s | target |
+|---|---|---|---|
+{{range $i, $r := .Runs}}| run {{inc $i}}: walk, scan, lookup, report | {{num $r.WallSeconds 2}} s (scan {{num $r.ScanSeconds 2}} s) | {{num $r.MBps 0}} (scan alone {{num $r.ScanMBps 0}}) | |
+{{end}}| median, with the cluster lookup | | **{{num .MedianMBps 0}}** | ≥ 200 MB/s on {{.CPUs}} CPUs: {{met (le 200 .MedianMBps)}} |
+| ` + "`--offline`" + ` (format and checksum only) | {{num .Offline.WallSeconds 2}} s | {{num .Offline.MBps 0}} | |
+
+The hot loop runs no regular expression: each worker (one per CPU) reads files in buffers of 1 MiB,
+finds ` + "`_live_`" + ` and ` + "`_test_`" + ` with ` + "`bytes.Index`" + ` and checks the bytes around each occurrence against
+the documented pattern and the checksum (` + "`internal/scan`" + `; its fuzz target compares it with the pattern run by
+` + "`regexp`" + `). ` + "`go run ./test/bench -only scan`" + ` runs this scenario alone.
+{{end}}`
