@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -205,7 +204,7 @@ func shortError(err error) string {
 func printDescription(w io.Writer, d *description) error {
 	r := d.Row
 	t := now()
-	tw := printers.GetNewTabWriter(w)
+	tw := newTabWriter(w)
 	p := func(label, value string) { fmt.Fprintf(tw, "%s:\t%s\n", label, value) }
 	p("Name", r.Name)
 	p("Namespace", r.Namespace)
@@ -252,7 +251,7 @@ func printDescription(w io.Writer, d *description) error {
 	if len(d.Keys) == 0 {
 		fmt.Fprintln(w, "  <none>")
 	} else {
-		tw = printers.GetNewTabWriter(w)
+		tw = newTabWriter(w)
 		fmt.Fprintln(tw, "  ID\tSTATE\tISSUED\tNOT AFTER\tLAST USED\tREASON\tSCOPES")
 		for _, k := range d.Keys {
 			used := "never"
@@ -271,7 +270,7 @@ func printDescription(w io.Writer, d *description) error {
 	if len(d.Timeline) == 0 {
 		fmt.Fprintln(w, "  <none>")
 	} else {
-		tw = printers.GetNewTabWriter(w)
+		tw = newTabWriter(w)
 		for _, ev := range d.Timeline {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.RFC3339), ev.When, ev.Kind, ev.Message)
 		}
@@ -284,7 +283,7 @@ func printDescription(w io.Writer, d *description) error {
 	if len(d.Conditions) == 0 {
 		fmt.Fprintln(w, "  <none>")
 	} else {
-		tw = printers.GetNewTabWriter(w)
+		tw = newTabWriter(w)
 		fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
 		for _, c := range d.Conditions {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, inventory.Human(t.Sub(c.LastTransitionTime.Time)), c.Message)
@@ -338,7 +337,7 @@ func printDescription(w io.Writer, d *description) error {
 	case len(d.Events) == 0:
 		fmt.Fprintln(w, "  <none>")
 	default:
-		tw = printers.GetNewTabWriter(w)
+		tw = newTabWriter(w)
 		fmt.Fprintln(tw, "  TYPE\tREASON\tAGE\tCOUNT\tMESSAGE")
 		for _, ev := range d.Events {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", ev.Type, ev.Reason, inventory.Human(t.Sub(ev.Last)), ev.Count, ev.Message)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -157,7 +158,7 @@ func scopesColumn(scopes []string, wide bool) string {
 }
 
 func printTable(w io.Writer, rows []inventory.Row, withNamespace, wide, noHeaders bool) error {
-	tw := printers.GetNewTabWriter(w)
+	tw := newTabWriter(w)
 	header := []string{"NAME", "READY", "SCOPES", "KEY", "NEXT ROTATION", "EXPIRES", "LAST USED", "WARNINGS"}
 	if wide {
 		header = append(header, "REASON", "SECRET", "VALID KEYS", "POLICIES")
@@ -184,4 +185,38 @@ func printTable(w io.Writer, rows []inventory.Row, withNamespace, wide, noHeader
 		fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	}
 	return tw.Flush()
+}
+
+// trimmed is a tab writer whose output has no trailing spaces (the padding of an empty last column): it
+// buffers the table and writes it to w, line by line, on Flush.
+type trimmed struct {
+	tab interface {
+		io.Writer
+		Flush() error
+	}
+	buf *bytes.Buffer
+	w   io.Writer
+}
+
+func newTabWriter(w io.Writer) *trimmed {
+	buf := &bytes.Buffer{}
+	return &trimmed{tab: printers.GetNewTabWriter(buf), buf: buf, w: w}
+}
+
+func (t *trimmed) Write(p []byte) (int, error) { return t.tab.Write(p) }
+
+func (t *trimmed) Flush() error {
+	if err := t.tab.Flush(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(t.buf.String(), "\n") {
+		if strings.HasSuffix(l, "\n") {
+			l = strings.TrimRight(l[:len(l)-1], " ") + "\n"
+		}
+		b.WriteString(l)
+	}
+	t.buf.Reset()
+	_, err := io.WriteString(t.w, b.String())
+	return err
 }
