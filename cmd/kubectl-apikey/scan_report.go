@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -121,7 +122,8 @@ func (r *scanReport) write(w io.Writer, format string) error {
 
 func (r *scanReport) text(w io.Writer) error {
 	if len(r.items) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		var table bytes.Buffer
+		tw := tabwriter.NewWriter(&table, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "LOCATION\tKEY\tID\tSTATE\tAPIKEY\tDETAIL")
 		for _, it := range r.items {
 			id, ak, state := it.f.ID(), "", it.state
@@ -142,6 +144,11 @@ func (r *scanReport) text(w io.Writer) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		for _, line := range strings.SplitAfter(table.String(), "\n") {
+			if line != "" {
+				fmt.Fprintln(w, strings.TrimRight(line, " \n"))
+			}
 		}
 		fmt.Fprintln(w)
 	}
