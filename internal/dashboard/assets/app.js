@@ -158,6 +158,8 @@
     return [r.namespace, r.name].concat(r.cells).some((c) => String(c).toLowerCase().includes(q));
   }
 
+  // Rows are kept by ApiKey and updated in place, so that a click never lands on a row being replaced.
+  const rowEls = new Map();
   function renderTable(snap, first) {
     const head = document.querySelector('#apikeys thead tr');
     if (head.childElementCount !== snap.columns.length) head.replaceChildren(...snap.columns.map((c) => el('th', {}, c)));
@@ -168,16 +170,29 @@
     for (const r of snap.rows) {
       const k = keyOf(r.namespace, r.name);
       seen.add(k);
-      if (!matches(r, q)) continue;
-      const tr = el('tr', { 'data-key': k });
-      r.cells.forEach((c, i) => tr.append(el('td', { class: (r.cellClass && r.cellClass[i]) || '' }, c)));
-      if (state.selected && keyOf(state.selected.namespace, state.selected.name) === k) tr.classList.add('selected');
-      if (!first && state.seen && !state.seen.has(k)) tr.classList.add('fresh');
-      tr.addEventListener('click', () => openDetail(r.namespace, r.name));
-      rows.push(tr);
+      let tr = rowEls.get(k);
+      if (!tr) {
+        tr = el('tr', { 'data-key': k });
+        tr.addEventListener('click', () => openDetail(r.namespace, r.name));
+        if (!first && state.seen && !state.seen.has(k)) tr.classList.add('fresh');
+        rowEls.set(k, tr);
+      }
+      while (tr.childElementCount > r.cells.length) tr.lastElementChild.remove();
+      r.cells.forEach((c, i) => {
+        let td = tr.children[i];
+        if (!td) { td = el('td'); tr.append(td); }
+        const cls = (r.cellClass && r.cellClass[i]) || '';
+        if (td.textContent !== c) td.textContent = c;
+        if (td.className !== cls) td.className = cls;
+      });
+      tr.classList.toggle('selected', !!state.selected && keyOf(state.selected.namespace, state.selected.name) === k);
+      if (matches(r, q)) rows.push(tr);
     }
+    for (const k of [...rowEls.keys()]) if (!seen.has(k)) rowEls.delete(k);
     state.seen = seen;
-    tbody.replaceChildren(...rows);
+    // Reorder only what moved: untouched rows stay the same nodes in the same place.
+    rows.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
+    while (tbody.childElementCount > rows.length) tbody.lastElementChild.remove();
     $('row-count').textContent = snap.rows.length;
     $('empty').hidden = snap.rows.length > 0 || !snap.synced;
   }
