@@ -18,8 +18,8 @@ type actionBody struct {
 }
 
 // ActionResponse answers an action: what happened, or that keysmith has not confirmed it yet (Pending).
-// It carries neither the annotation value written nor anything else a person typed (a key pasted into
-// keysmith.dev/revoke by someone else would be in it).
+// It carries no annotation value and nothing else a person typed beyond the messages of internal/actions
+// (which name key ids only), and those pass through the key filter of marshal like every response.
 type ActionResponse struct {
 	Message      string `json:"message"`
 	Pending      bool   `json:"pending,omitempty"`
