@@ -268,6 +268,15 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		r = apikey(leak, "", "--kubeconfig", teamUser, "scan", "--revoke", ".")
 		Expect(r.code).To(Equal(0))
 		Expect(r.stdout).To(ContainSubstring("1 revoked, 1 unknown"))
+
+		// In text: the finding says so, and a line under the table says what keysmith recorded.
+		second := issue(teamNS, "leaky-2")
+		writeFile(filepath.Join(leak, "chat.log"), "12:01 <dev> try "+second+"\n")
+		r = apikey(leak, "", "--kubeconfig", teamUser, "scan", "--revoke", "chat.log")
+		Expect(r.code).To(Equal(1))
+		Expect(r.stdout).To(MatchRegexp(`chat.log:1:17 +\S+ +` + keys.ID(second) + ` +Active +` + teamNS + `/leaky-2 +revoked by this scan`))
+		Expect(r.stdout).To(ContainSubstring("ApiKey " + teamNS + "/leaky-2: revoked: key " + keys.ID(second) + " revoked (Manual); a fresh key "))
+		Expect(testenv.VerifyKey(cl, verifierURL, second)).To(Equal(testenv.Refused))
 	})
 
 	It("finds with --git a key deleted in a later commit, naming the commit that added it", func() {
