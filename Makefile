@@ -129,6 +129,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (CI runs a short round).
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzScopeShape$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzConstraints$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz '^FuzzRedactKeys$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/scan -run '^$$' -fuzz '^FuzzFind$$' -fuzztime $(FUZZTIME)
 
 .PHONY: vulncheck
 vulncheck: ## govulncheck over ./... against the offline database pinned in hack/vulndb (fails on reachable vulnerabilities).
