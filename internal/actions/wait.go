@@ -121,7 +121,7 @@ func WaitRotated(ctx context.Context, c client.Client, r *Request, timeout time.
 		if cur == nil || cur.ID == r.PreviousKeyID {
 			return ""
 		}
-		return fmt.Sprintf("rotated: key %s is active (in Secret %s), accepted until %s%s",
+		return fmt.Sprintf("rotated: the new key %s is current (for Secret %s), accepted until %s%s",
 			cur.ID, ak.Spec.SecretName, cur.NotAfter.UTC().Format(time.RFC3339), previousFate(ak, r.PreviousKeyID))
 	})
 }
@@ -153,7 +153,7 @@ func WaitRevoked(ctx context.Context, c client.Client, r *Request, timeout time.
 		msg := "revoked: key " + strings.Join(revoked, ", key ")
 		if slices.Contains(r.KeyIDs, r.PreviousKeyID) {
 			if cur := current(ak); cur != nil && !slices.Contains(r.KeyIDs, cur.ID) {
-				msg += fmt.Sprintf("; a fresh key %s is active (in Secret %s), with no overlap", cur.ID, ak.Spec.SecretName)
+				msg += fmt.Sprintf("; a fresh key %s is current (for Secret %s), with no overlap", cur.ID, ak.Spec.SecretName)
 			} else {
 				msg += "; no key is active yet (" + describeState(ak) + ")"
 			}
@@ -196,8 +196,8 @@ func WaitEnabled(ctx context.Context, c client.Client, r *Request, timeout time.
 			return ""
 		}
 		if r.Unchanged {
-			return fmt.Sprintf("enabled: key %s is active (in Secret %s)", cur.ID, ak.Spec.SecretName)
+			return fmt.Sprintf("enabled: key %s is current (for Secret %s)", cur.ID, ak.Spec.SecretName)
 		}
-		return fmt.Sprintf("enabled: a fresh key %s is active (in Secret %s), accepted until %s", cur.ID, ak.Spec.SecretName, cur.NotAfter.UTC().Format(time.RFC3339))
+		return fmt.Sprintf("enabled: a fresh key %s is current (for Secret %s), accepted until %s", cur.ID, ak.Spec.SecretName, cur.NotAfter.UTC().Format(time.RFC3339))
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -40,6 +41,18 @@ func secretKey(namespace, secretName string) string {
 	s := &corev1.Secret{}
 	Expect(k8s.Get(ctx, types.NamespacedName{Namespace: namespace, Name: secretName}, s)).To(Succeed())
 	return string(s.Data[v1alpha1.SecretKeyAPIKey])
+}
+
+// currentKey waits until billing-api's Secret holds its current key (keysmith records a rotated key in
+// status before it writes it to the Secret) and returns it.
+func currentKey() string {
+	GinkgoHelper()
+	var key string
+	Eventually(func() bool {
+		key = secretKey(ns, "billing-api-key")
+		return key != "" && keys.ID(key) == get(ns, "billing-api").Status.CurrentKeyID
+	}, eventually, poll).Should(BeTrue(), "the Secret holds the current key")
+	return key
 }
 
 func verdict(key string) testenv.Verdict {
@@ -261,31 +274,32 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 	Describe("rotate, revoke, disable, enable", func() {
 		It("rotate issues a new key, waits for keysmith and keeps the previous key for the overlap", func() {
 			before := get(ns, "billing-api")
-			oldKey := secretKey(ns, "billing-api-key")
+			oldKey := currentKey()
 			r := apikey("alice", "rotate", "billing-api", "-n", ns)
 			record("rotate", r)
 			after := get(ns, "billing-api")
 			Expect(after.Status.CurrentKeyID).NotTo(Equal(before.Status.CurrentKeyID))
 			Expect(r.out).To(MatchRegexp(`^apikey.keysmith.dev/billing-api rotation requested \(keysmith.dev/rotate=\S+Z\)\n`))
-			Expect(r.out).To(ContainSubstring("rotated: key " + after.Status.CurrentKeyID + " is active (in Secret billing-api-key)"))
+			Expect(r.out).To(ContainSubstring("rotated: the new key " + after.Status.CurrentKeyID + " is current (for Secret billing-api-key)"))
 			Expect(r.out).To(ContainSubstring("the previous key " + before.Status.CurrentKeyID + " is retiring, accepted until "))
 			Expect(r.out).To(MatchRegexp(`\(confirmed by keysmith in [0-9.]+m?s\)\n$`))
 			Expect(r.took).To(BeNumerically("<", 15*time.Second))
 			Expect(verdict(oldKey)).To(Equal(testenv.Accepted), "the previous key is valid for the overlap")
-			Expect(keys.ID(secretKey(ns, "billing-api-key"))).To(Equal(after.Status.CurrentKeyID))
+			// keysmith records a rotated key in status before it writes it to the Secret.
+			Eventually(func() string { return keys.ID(secretKey(ns, "billing-api-key")) }, eventually, poll).Should(Equal(after.Status.CurrentKeyID))
 		})
 
 		It("revoke --key revokes the current key, which every verifier refuses, and reports the fresh key", func() {
 			before := get(ns, "billing-api")
 			cur := before.Status.CurrentKeyID
-			oldKey := secretKey(ns, "billing-api-key")
+			oldKey := currentKey()
 			r := apikey("alice", "revoke", "billing-api", "-n", ns, "--key", cur)
 			record("revoke --key", r)
 			Expect(verdict(oldKey)).To(Equal(testenv.Refused))
 			after := get(ns, "billing-api")
 			Expect(after.Status.CurrentKeyID).NotTo(Equal(cur))
 			Expect(r.out).To(ContainSubstring("revocation of key " + cur + " requested (keysmith.dev/revoke=" + cur + "): every verifier refuses it from its next request on"))
-			Expect(r.out).To(ContainSubstring("revoked: key " + cur + " revoked (Manual); a fresh key " + after.Status.CurrentKeyID + " is active (in Secret billing-api-key), with no overlap"))
+			Expect(r.out).To(ContainSubstring("revoked: key " + cur + " revoked (Manual); a fresh key " + after.Status.CurrentKeyID + " is current (for Secret billing-api-key), with no overlap"))
 			Expect(after.Annotations[v1alpha1.AnnotationRevoke]).To(Equal(cur))
 		})
 
@@ -298,9 +312,11 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 			Expect(f.err).To(Equal("error: revoke needs --key ID (one or more) or --all\n"))
 
 			// The current key pasted whole instead of its id (run() checks that no output repeats it).
-			current := secretKey(ns, "billing-api-key")
+			current := currentKey()
 			r := apikey("alice", "revoke", "billing-api", "-n", ns, "--key", current)
 			Expect(r.err).To(Equal("Warning: --key entry 1 is a key, not a key id: revoking it by its id " + keys.ID(current) + " (the key is not sent anywhere; remove it from your shell history)\n"))
+			shown := result{args: []string{"apikey", "revoke", "billing-api", "-n", ns, "--key", `"$LEAKED_KEY"`}, out: r.err + r.out}
+			record("revoke --key with a key instead of its id", shown)
 			Expect(verdict(current)).To(Equal(testenv.Refused))
 			after := get(ns, "billing-api")
 			Expect(after.Annotations[v1alpha1.AnnotationRevoke]).To(Equal(keys.ID(current)), "a handled value is replaced, never holds the key")
@@ -334,7 +350,7 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 			Eventually(ready(ns, "billing-api"), eventually, poll).Should(Succeed())
 
 			// A revocation needs no confirmation to take effect: the verifiers read the annotation.
-			key := secretKey(ns, "billing-api-key")
+			key := currentKey()
 			id := keys.ID(key)
 			Eventually(func() string { return get(ns, "billing-api").Status.CurrentKeyID }, eventually, poll).Should(Equal(id))
 			v := apikey("alice", "revoke", "billing-api", "-n", ns, "--key", id, "--wait=false")
@@ -345,7 +361,7 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 
 		It("disable revokes every key and empties the Secret; enable issues a fresh key", func() {
 			before := get(ns, "billing-api")
-			oldKey := secretKey(ns, "billing-api-key")
+			oldKey := currentKey()
 			r := apikey("alice", "disable", "billing-api", "-n", ns)
 			record("disable", r)
 			Expect(r.out).To(MatchRegexp(`apikey.keysmith.dev/billing-api disabled: \d+ keys? revoked \(Disabled\); every verifier refuses (it|them), and keysmith empties the Secret billing-api-key`))
@@ -367,7 +383,7 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 			for _, k := range before.Status.Keys {
 				Expect(after.Status.CurrentKeyID).NotTo(Equal(k.ID))
 			}
-			Expect(e.out).To(ContainSubstring("enabled: a fresh key " + after.Status.CurrentKeyID + " is active (in Secret billing-api-key)"))
+			Expect(e.out).To(ContainSubstring("enabled: a fresh key " + after.Status.CurrentKeyID + " is current (for Secret billing-api-key)"))
 			Eventually(func() testenv.Verdict { return verdict(secretKey(ns, "billing-api-key")) }, eventually, poll).Should(Equal(testenv.Accepted))
 		})
 
@@ -394,10 +410,32 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 		})
 	})
 
+	It("describe after all that shows the whole timeline: issued, rotated, retiring until, revoked why, last used, scheduled", func() {
+		Eventually(ready(ns, "billing-api"), eventually, poll).Should(Succeed())
+		r := apikey("admin", "describe", "billing-api", "-n", ns)
+		record("describe after rotate, revoke, disable and enable", r)
+		kinds := map[string]int{}
+		timeline := r.out[strings.Index(r.out, "Timeline:\n"):strings.Index(r.out, "Conditions:\n")]
+		for _, m := range regexp.MustCompile(`(?m)^  \S+Z\s+(?:now|in \S+|\S+ ago)\s+(\w+)\s`).FindAllStringSubmatch(timeline, -1) {
+			kinds[m[1]]++
+		}
+		Expect(kinds).To(HaveKey("Issued"))
+		Expect(kinds).To(HaveKey("Rotated"))
+		Expect(kinds).To(HaveKey("Retiring"))
+		Expect(kinds).To(HaveKey("Revoked"))
+		Expect(kinds).To(HaveKey("LastUsed"))
+		Expect(kinds).To(HaveKey("Expires"))
+		Expect(r.out).To(ContainSubstring("revoked (Manual)"))
+		Expect(r.out).To(ContainSubstring("revoked (Disabled)"))
+		Expect(r.out).To(MatchRegexp(`(?m)^  Normal\s+KeyRotated\s+`))
+		Expect(r.out).To(MatchRegexp(`(?m)^  Warning\s+KeyRevoked\s+|^  Normal\s+KeyRevoked\s+`))
+	})
+
 	Describe("shell completion", func() {
 		It("completes ApiKey names and key ids through kubectl's plugin completion (kubectl_complete-apikey)", func() {
 			r := run("alice", "__complete", "apikey", "rotate", "-n", ns, "")
 			Expect(r.code).To(BeZero(), "%s", r)
+			record("completion", result{args: r.args, out: r.out})
 			Expect(strings.Split(strings.TrimSpace(r.out), "\n")).To(Equal([]string{"admin-tool", "billing-api", "ci-pipeline", "legacy", ":4"}))
 			r = run("alice", "__complete", "apikey", "describe", "-n", ns, "bi")
 			Expect(strings.Split(strings.TrimSpace(r.out), "\n")).To(Equal([]string{"billing-api", ":4"}))

@@ -225,7 +225,14 @@ func record(title string, r result) {
 	transcriptMu.Lock()
 	defer transcriptMu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "### %s\n\n```console\n$ kubectl %s\n%s%s```\n", title, strings.Join(r.args, " "), r.out, r.err)
+	args := make([]string, len(r.args))
+	for i, a := range r.args {
+		args[i] = a
+		if a == "" {
+			args[i] = `""`
+		}
+	}
+	fmt.Fprintf(&b, "### %s\n\n```console\n$ kubectl %s\n%s%s```\n", title, strings.Join(args, " "), r.out, r.err)
 	if r.code != 0 {
 		fmt.Fprintf(&b, "exit code %d\n", r.code)
 	}
