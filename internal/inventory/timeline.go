@@ -31,10 +31,6 @@ const (
 	EventRotationScheduled EventKind = "RotationScheduled"
 )
 
-// eventOrder breaks ties between events at the same instant: a revocation or an expiry, then the key
-// that replaces it, then its predecessor's retirement.
-var eventOrder = []EventKind{EventRevoked, EventExpired, EventIssued, EventRotated, EventRetiring, EventLastUsed, EventExpires, EventRotationScheduled}
-
 // Event is one entry of a Timeline.
 type Event struct {
 	At   time.Time `json:"at"`
@@ -59,13 +55,20 @@ type Event struct {
 func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 	ks := k.Status.Keys // newest first
 	var evs []Event
-	add := func(e Event) {
+	// Status records instants to the second, so several events often share one. They are ordered by the
+	// key generation they belong to (g: the key's position, oldest first) and then by a rank: what ended a
+	// key (its revocation, its expiry) comes with its successor's generation, just before the successor's
+	// issue; a key's retirement comes just after it.
+	type order struct{ gen, rank int }
+	var orders []order
+	add := func(gen, rank int, e Event) {
 		e.Future = e.At.After(now)
 		e.When = Relative(e.At, now)
 		evs = append(evs, e)
+		orders = append(orders, order{gen, rank})
 	}
-	for i := len(ks) - 1; i >= 0; i-- { // oldest first, so that events at one instant keep that order
-		key := ks[i]
+	for i := len(ks) - 1; i >= 0; i-- {
+		key, g := ks[i], len(ks)-1-i
 		var older, newer *v1alpha1.IssuedKey
 		if i+1 < len(ks) {
 			older = &ks[i+1]
@@ -76,19 +79,19 @@ func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 		issued := key.IssuedAt.Time
 		switch {
 		case older != nil && validAt(*older, issued):
-			add(Event{At: issued, Kind: EventRotated, KeyID: key.ID, Message: "key " + key.ID + " issued, replacing " + older.ID})
+			add(g, 1, Event{At: issued, Kind: EventRotated, KeyID: key.ID, Message: "key " + key.ID + " issued, replacing " + older.ID})
 		case older != nil && older.RevokedAt != nil && !older.RevokedAt.After(issued) && issued.Sub(older.RevokedAt.Time) < 2*time.Second:
-			add(Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued after " + older.ID + " was revoked"})
+			add(g, 1, Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued after " + older.ID + " was revoked"})
 		default:
-			add(Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued"})
+			add(g, 1, Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued"})
 		}
 		if newer != nil && validAt(key, newer.IssuedAt.Time) && key.NotAfter.After(newer.IssuedAt.Time) {
 			until := key.NotAfter.Time
-			add(Event{At: newer.IssuedAt.Time, Kind: EventRetiring, KeyID: key.ID, Until: &until,
+			add(g+1, 2, Event{At: newer.IssuedAt.Time, Kind: EventRetiring, KeyID: key.ID, Until: &until,
 				Message: "key " + key.ID + " retiring, accepted until " + until.UTC().Format(time.RFC3339) + " (" + Relative(until, now) + ")"})
 		}
 		if key.LastUsedAt != nil {
-			add(Event{At: key.LastUsedAt.Time, Kind: EventLastUsed, KeyID: key.ID, Message: "key " + key.ID + " last used"})
+			add(g, 3, Event{At: key.LastUsedAt.Time, Kind: EventLastUsed, KeyID: key.ID, Message: "key " + key.ID + " last used"})
 		}
 		switch {
 		case key.RevokedAt != nil:
@@ -96,28 +99,40 @@ func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 			if key.Reason != "" {
 				msg += " (" + key.Reason + ")"
 			}
-			add(Event{At: key.RevokedAt.Time, Kind: EventRevoked, KeyID: key.ID, Reason: key.Reason, Message: msg})
+			add(g+1, 0, Event{At: key.RevokedAt.Time, Kind: EventRevoked, KeyID: key.ID, Reason: key.Reason, Message: msg})
 		case key.State == v1alpha1.KeyRevoked:
 			// Revoked without a time (an older writer): nothing to place on the timeline.
 		case key.State == v1alpha1.KeyExpired || !now.Before(key.NotAfter.Time):
-			add(Event{At: key.NotAfter.Time, Kind: EventExpired, KeyID: key.ID, Message: "key " + key.ID + " expired"})
+			add(g+1, 0, Event{At: key.NotAfter.Time, Kind: EventExpired, KeyID: key.ID, Message: "key " + key.ID + " expired"})
 		default:
 			msg := "key " + key.ID + " expires"
 			if key.State == v1alpha1.KeyRetiring {
 				msg = "retiring key " + key.ID + " stops being accepted"
 			}
-			add(Event{At: key.NotAfter.Time, Kind: EventExpires, KeyID: key.ID, Message: msg})
+			add(g, 4, Event{At: key.NotAfter.Time, Kind: EventExpires, KeyID: key.ID, Message: msg})
 		}
 	}
 	if t := k.Status.NextRotationAt; t != nil && t.After(now) && !k.Spec.Disabled {
-		add(Event{At: t.Time, Kind: EventRotationScheduled, KeyID: k.Status.CurrentKeyID, Message: "next scheduled rotation"})
+		add(len(ks), 5, Event{At: t.Time, Kind: EventRotationScheduled, KeyID: k.Status.CurrentKeyID, Message: "next scheduled rotation"})
 	}
-	slices.SortStableFunc(evs, func(a, b Event) int {
-		if c := a.At.Compare(b.At); c != 0 {
+	idx := make([]int, len(evs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		if c := evs[a].At.Compare(evs[b].At); c != 0 {
 			return c
 		}
-		return slices.Index(eventOrder, a.Kind) - slices.Index(eventOrder, b.Kind)
+		if c := orders[a].gen - orders[b].gen; c != 0 {
+			return c
+		}
+		return orders[a].rank - orders[b].rank
 	})
+	sorted := make([]Event, len(evs))
+	for i, j := range idx {
+		sorted[i] = evs[j]
+	}
+	evs = sorted
 	return evs
 }
 

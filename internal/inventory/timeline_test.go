@@ -78,6 +78,11 @@ func TestTimeline(t *testing.T) {
 			revoked(key("b", v1alpha1.KeyActive, -20*day, 70*day), -5*day, "Disabled"),
 			revoked(key("a", v1alpha1.KeyActive, -40*day, 50*day), -5*day, "Disabled"),
 		}, want: "40d ago Issued a\n20d ago Rotated b\n20d ago Retiring a until in 50d\n5d ago Revoked a (Disabled)\n5d ago Revoked b (Disabled)\n1h ago Issued c\nin 90d Expires c [future]"},
+		{name: "three revocations within one second keep their order", keys: []v1alpha1.IssuedKey{
+			key("c", v1alpha1.KeyActive, -2*time.Hour, 90*day),
+			revoked(key("b", v1alpha1.KeyActive, -2*time.Hour, 90*day), -2*time.Hour, "Manual"),
+			revoked(key("a", v1alpha1.KeyActive, -3*time.Hour, 90*day), -2*time.Hour, "Manual"),
+		}, want: "3h ago Issued a\n2h ago Revoked a (Manual)\n2h ago Issued b\n2h ago Revoked b (Manual)\n2h ago Issued c\nin 90d Expires c [future]"},
 		{name: "a key whose notAfter passed before keysmith recorded it", keys: []v1alpha1.IssuedKey{
 			key("a", v1alpha1.KeyActive, -91*day, -day),
 		}, want: "91d ago Issued a\n24h ago Expired a"},
