@@ -354,7 +354,8 @@ key. Scattered in it: {{index .Planted "live"}} occurrences of {{.LiveApiKeys}} 
 checksum; every run must find exactly those. Each key is looked up in one paged listing of every ApiKey of the
 cluster ({{num (float .ApiKeys) 0}}; {{.ListRequests}} LIST requests per run, counted on the API server). The tree is in the page
 cache (written just before); MB are 10⁶ bytes. Measured {{.Date.Format "2006-01-02 15:04 UTC"}}, commit {{.Commit}}, with
-` + "`{{.Command}}`" + `.
+` + "`{{.Command}}`" + `{{if .LoadAverage}}; the machine's load average was {{num .LoadAverage 2}} before the runs (other processes shared
+its {{.CPUs}} CPUs){{end}}.
 
 | | wall clock | MB/s | target |
 |---|---|---|---|

@@ -77,6 +77,9 @@ type Scan struct {
 	MedianScanMBps float64 `json:"medianScanMBps"`
 	// Found is the findings by state of the last run (checked against Planted).
 	Found map[string]int `json:"found"`
+	// LoadAverage is the machine's 1-minute load average before the runs (other work on the machine
+	// shares its CPUs with the scan).
+	LoadAverage float64 `json:"loadAverage"`
 }
 
 // ScanRun is one run of the plugin.
@@ -255,6 +258,7 @@ func runScan(ctx context.Context, env *localcluster.Cluster, cfg *rest.Config, c
 	if err != nil {
 		return sc, err
 	}
+	sc.LoadAverage = loadAverage()
 	for i := 0; i < o.scanRuns; i++ {
 		before, err := apikeyLists(ctx, cs)
 		if err != nil {
@@ -288,6 +292,20 @@ func runScan(ctx context.Context, env *localcluster.Cluster, cfg *rest.Config, c
 	}
 	sc.MedianMBps, sc.MedianScanMBps = median(mbps), median(scanMBps)
 	return sc, nil
+}
+
+// loadAverage is the 1-minute load average of /proc/loadavg (0 when unreadable).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func median(v []float64) float64 {
@@ -640,5 +658,5 @@ kubectl apikey scan benchmark (%d CPUs, commit %s)
 	for i, r := range s.Runs {
 		fmt.Printf("  run %d: %6.2f s  %6.0f MB/s   (scan %5.2f s, %6.0f MB/s; lookup and start %.2f s)\n", i+1, r.WallSeconds, r.MBps, r.ScanSeconds, r.ScanMBps, r.LookupSeconds)
 	}
-	fmt.Printf("  median %.0f MB/s with the cluster lookup (target >= 200); --offline %.0f MB/s\n", s.MedianMBps, s.Offline.MBps)
+	fmt.Printf("  median %.0f MB/s with the cluster lookup (target >= 200); --offline %.0f MB/s; load average %.2f before the runs\n", s.MedianMBps, s.Offline.MBps, s.LoadAverage)
 }
