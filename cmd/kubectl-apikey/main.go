@@ -64,17 +64,17 @@ func main() {
 	root := newRoot(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
 	if err := root.Execute(); err != nil {
 		if msg, ok := fromServer(err); ok { // as kubectl: Error from server (Forbidden): ...
-			fmt.Fprintln(os.Stderr, msg)
+			fmt.Fprintln(os.Stderr, redactKeys(msg))
 			os.Exit(1)
 		}
 		var ee *exitError
 		if errors.As(err, &ee) {
 			if ee.msg != "" {
-				fmt.Fprintln(os.Stderr, "error:", ee.msg)
+				fmt.Fprintln(os.Stderr, "error:", redactKeys(ee.msg))
 			}
 			os.Exit(ee.code)
 		}
-		fmt.Fprintln(os.Stderr, "error:", err)
+		fmt.Fprintln(os.Stderr, "error:", redactKeys(err.Error())) // a key typed as an argument is never echoed
 		os.Exit(2)
 	}
 }

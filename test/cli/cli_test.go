@@ -266,6 +266,13 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 		It("refuses a name that is not one, without repeating it, and says NotFound as kubectl does", func() {
 			f := apikeyFails(1, "alice", "describe", "Not_A_Name", "-n", ns)
 			Expect(f.err).To(Equal("error: an ApiKey name is a DNS subdomain of at most 63 characters (lowercase letters, digits, '-' and '.')\n"))
+			// A key typed where a command or a flag value goes is not echoed by the error (run checks every output).
+			k, err := keys.Generate("ks", "live")
+			Expect(err).NotTo(HaveOccurred())
+			u := apikeyFails(2, "alice", k.Plaintext())
+			Expect(u.err).To(Equal(`error: unknown command "[redacted]" for "kubectl apikey"` + "\n"))
+			u = apikeyFails(2, "alice", "rotate", "billing-api", "--timeout", k.Plaintext())
+			Expect(u.err).To(ContainSubstring(`invalid argument "[redacted]" for "--timeout" flag`))
 			g := apikeyFails(1, "alice", "describe", "nothing", "-n", ns)
 			Expect(g.err).To(Equal(`Error from server (NotFound): apikeys.keysmith.dev "nothing" not found` + "\n"))
 		})
