@@ -5,7 +5,7 @@
 // credentials and RBAC); nothing is installed in the cluster and no Secret is ever read.
 //
 // The server holds the user's cluster credentials, so it treats every request as hostile until proven
-// otherwise (docs/cli-dashboard.md, "Security model"):
+// otherwise (docs/cli.md (dashboard), "Security model"):
 //
 //   - it listens on a loopback address only;
 //   - every request must carry a secret: the per-run token in the URL of the first request, which sets

@@ -8,7 +8,7 @@
 // created elsewhere appearing without a reload, the timeline of one ApiKey, a revocation confirmed in a
 // dialog and recorded by keysmith, a Forbidden shown as such) and what an attacker gets (nothing without
 // the token, nothing through a rebound DNS name, nothing from a page of another origin posting to it),
-// and takes the screenshots of docs/cli-dashboard.md: always into a temporary directory, and into
+// and takes the screenshots of docs/cli.md (dashboard): always into a temporary directory, and into
 // docs/img/dashboard-*.png with KEYSMITH_SCREENSHOTS=1.
 package dashboard
 
