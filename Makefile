@@ -72,6 +72,7 @@ test: verify-generated vet controlplane chart-lint prometheus-test ## Unit tests
 build: ## Build bin/keysmith and the kubectl plugin bin/kubectl-apikey (put bin/ on PATH for `kubectl apikey`).
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/keysmith ./cmd/keysmith
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kubectl-apikey ./cmd/kubectl-apikey
+	install -m 0755 dist/krew/kubectl_complete-apikey $(BIN)/kubectl_complete-apikey
 
 .PHONY: run
 run: ## Run the manager against the cluster in KUBECONFIG.
