@@ -80,7 +80,8 @@ run: ## Run the manager against the cluster in KUBECONFIG.
 
 .PHONY: dev
 dev: controlplane build ## Run keysmith on an embedded local control plane with the samples applied.
-	$(BIN)/keysmith dev --assets $(BIN) --samples config/samples
+	CGO_ENABLED=0 $(GO) build -trimpath -tags dev -o $(BIN)/keysmith-dev ./cmd/keysmith
+	$(BIN)/keysmith-dev dev --assets $(BIN) --samples config/samples
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

@@ -2,7 +2,9 @@
 //
 //	keysmith manager   run the operator and the verifier against the cluster in KUBECONFIG (or in-cluster)
 //	keysmith verifier  run only the verification service, for a dedicated, horizontally scaled Deployment
-//	keysmith dev       run the operator on a local control plane, with the samples applied
+//	keysmith dev       run the operator on a local control plane, with the samples applied (in the
+//	                   development build only: go build -tags dev, as make dev does; the production binary
+//	                   links no envtest)
 package main
 
 import (
@@ -18,6 +20,7 @@ Usage:
   keysmith manager [flags]   run the operator and the verifier (KUBECONFIG, else the in-cluster config)
   keysmith verifier [flags]  run only the verification service (a dedicated Deployment)
   keysmith dev [flags]       run the operator on a local control plane built by 'make controlplane'
+                             (development build only: make dev)
 
 Run 'keysmith <command> -help' for the flags of a command.
 `
