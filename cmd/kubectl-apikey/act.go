@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/internal/actions"
 )
@@ -29,15 +30,18 @@ func (w *waitFlags) add(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&w.timeout, "timeout", 60*time.Second, "How long to wait for keysmith's confirmation")
 }
 
-// action runs one action on the ApiKey named by args[0] in the namespace of -n: do patches, then the
-// request is printed, then (unless --wait=false) keysmith's confirmation.
-func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do func(ctx context.Context, key types.NamespacedName) (*actions.Request, error)) error {
-	ns, err := e.namespace()
+// doFunc sends one action's patch with the client c (built once, with the user's credentials).
+type doFunc func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error)
+
+// action runs one action on the ApiKey name in the namespace of -n: the name is checked before anything
+// is sent, do patches, the request is printed, then (unless --wait=false) the confirmation. A revoke or a
+// disable is confirmed in two steps: once the API server, read back, holds the revocation (every
+// verifier refuses the keys from then on, operator or not), then once keysmith records it; when only the
+// first happened within --timeout, it says so in a warning and succeeds.
+func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do doFunc) error {
+	ns, err := e.validTarget(name)
 	if err != nil {
 		return err
-	}
-	if err := actions.ValidateName(ns, name); err != nil {
-		return &exitError{code: 1, msg: err.Error()}
 	}
 	if w.timeout <= 0 {
 		return &exitError{code: 1, msg: "--timeout must be positive"}
@@ -47,7 +51,7 @@ func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do func(ctx c
 		return err
 	}
 	ctx := cmd.Context()
-	req, err := do(ctx, types.NamespacedName{Namespace: ns, Name: name})
+	req, err := do(ctx, c, types.NamespacedName{Namespace: ns, Name: name})
 	if err != nil {
 		if actions.IsRefused(err) {
 			return &exitError{code: 1, msg: err.Error()}
@@ -61,11 +65,25 @@ func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do func(ctx c
 	} else {
 		fmt.Fprintf(out, "%s %s\n", ref, req.Message)
 	}
+	if req.Unchanged && req.Kind == actions.KindEnable {
+		return nil // nothing was asked of keysmith: the message says whether the ApiKey is Ready
+	}
 	if !w.wait {
 		fmt.Fprintf(out, "%s not waiting for keysmith's confirmation (--wait=false)\n", ref)
 		return nil
 	}
-	res, err := actions.Wait(ctx, c, req, w.timeout)
+	enforced := func(r actions.Result) {
+		fmt.Fprintf(out, "%s %s (read back from the API server in %s)\n", ref, r.Message, r.Waited.Round(10*time.Millisecond))
+	}
+	var res actions.Result
+	switch req.Kind {
+	case actions.KindRevoke:
+		res, err = actions.WaitRevocation(ctx, c, req, w.timeout, enforced)
+	case actions.KindDisable:
+		res, err = actions.WaitDisable(ctx, c, req, w.timeout, enforced)
+	default:
+		res, err = actions.Wait(ctx, c, req, w.timeout)
+	}
 	if err != nil {
 		var te *actions.TimeoutError
 		if errors.As(err, &te) {
@@ -73,8 +91,25 @@ func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do func(ctx c
 		}
 		return err
 	}
+	if res.Warning != "" {
+		fmt.Fprintf(e.streams.ErrOut, "Warning: %s\n", res.Warning)
+		return nil
+	}
 	fmt.Fprintf(out, "%s %s (confirmed by keysmith in %s)\n", ref, res.Message, res.Waited.Round(10*time.Millisecond))
 	return nil
+}
+
+// validTarget returns the namespace of -n once it and name are valid: nothing is sent before, and an
+// invalid name (a key pasted as NAME) is never repeated.
+func (e *env) validTarget(name string) (string, error) {
+	ns, err := e.namespace()
+	if err != nil {
+		return "", err
+	}
+	if err := actions.ValidateName(ns, name); err != nil {
+		return "", &exitError{code: 1, msg: err.Error()}
+	}
+	return ns, nil
 }
 
 func newRotateCommand(e *env) *cobra.Command {
@@ -90,11 +125,7 @@ handled the request and a new key is current.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeApiKeyNames(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
-				c, err := e.client()
-				if err != nil {
-					return nil, err
-				}
+			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
 				return actions.Rotate(ctx, c, key)
 			})
 		},
@@ -140,11 +171,7 @@ reduced to its id on this machine: the key is never sent, but remove it from you
 				}
 				parsed = append(parsed, id)
 			}
-			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
-				c, err := e.client()
-				if err != nil {
-					return nil, err
-				}
+			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
 				return actions.Revoke(ctx, c, key, parsed, all)
 			})
 		},
@@ -170,11 +197,7 @@ Waits until keysmith has recorded it. kubectl apikey enable issues a fresh key.`
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeApiKeyNames(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
-				c, err := e.client()
-				if err != nil {
-					return nil, err
-				}
+			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
 				return actions.Disable(ctx, c, key)
 			})
 		},
@@ -194,11 +217,7 @@ Waits until the ApiKey is Ready with the new key.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeApiKeyNames(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.action(cmd, args[0], w, func(ctx context.Context, key types.NamespacedName) (*actions.Request, error) {
-				c, err := e.client()
-				if err != nil {
-					return nil, err
-				}
+			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
 				return actions.Enable(ctx, c, key)
 			})
 		},

@@ -87,8 +87,14 @@ func scheme() *runtime.Scheme {
 	return s
 }
 
+// testClient, when set by a test, replaces the client built from the kubeconfig.
+var testClient client.WithWatch
+
 // client returns a client with the user's credentials (the kubeconfig and flags as kubectl reads them).
 func (e *env) client() (client.WithWatch, error) {
+	if testClient != nil {
+		return testClient, nil
+	}
 	cfg, err := e.flags.ToRESTConfig()
 	if err != nil {
 		return nil, err

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
@@ -73,20 +75,38 @@ type Result struct {
 	Message string `json:"message"`
 	// Waited is how long the confirmation took.
 	Waited time.Duration `json:"waited"`
+
+	// For a revoke or a disable (WaitRevocation, WaitDisable): Enforced is true when the API server, read
+	// back, holds a revocation of every key of the request (or spec.disabled): every verifier refuses
+	// them from its next request on, with or without keysmith. EnforcedAfter is when that was first
+	// seen, EnforcedMessage says so. Recorded is true once keysmith recorded it in status (Message says
+	// how); when it had not within the timeout while Enforced holds, Warning says so (NotRecordedWarning)
+	// and Message is EnforcedMessage.
+	Enforced        bool          `json:"enforced,omitempty"`
+	EnforcedAfter   time.Duration `json:"enforcedAfter,omitempty"`
+	EnforcedMessage string        `json:"enforcedMessage,omitempty"`
+	Recorded        bool          `json:"recorded,omitempty"`
+	Warning         string        `json:"warning,omitempty"`
 }
 
 // TimeoutError is returned by Wait when keysmith has not confirmed in time. State describes the ApiKey
-// as last read (its Ready and Stalled conditions).
+// as last read (its Ready and Stalled conditions). Enforced (revoke, disable) is whether the API server
+// held the revocation at the last read (see WaitRevocation).
 type TimeoutError struct {
-	Request Request
-	Timeout time.Duration
-	State   string
+	Request  Request
+	Timeout  time.Duration
+	State    string
+	Enforced bool
 }
 
 func (e *TimeoutError) Error() string {
 	msg := fmt.Sprintf("keysmith has not confirmed the %s of ApiKey %s/%s within %s", e.Request.Kind, e.Request.Namespace, e.Request.Name, e.Timeout)
-	if e.Request.Kind == KindRevoke || e.Request.Kind == KindDisable {
-		msg += " (every verifier refuses the keys already: it reads the " + map[Kind]string{KindRevoke: "annotation", KindDisable: "spec"}[e.Request.Kind] + " itself; is keysmith's manager running?)"
+	what := map[Kind]string{KindRevoke: v1alpha1.AnnotationRevoke + " naming the keys", KindDisable: "spec.disabled: true"}[e.Request.Kind]
+	switch {
+	case what != "" && e.Enforced:
+		msg += " (every verifier refuses the keys already: the API server holds " + what + ", which the verifiers read themselves; is keysmith's manager running?)"
+	case what != "":
+		msg += " (the API server does not hold " + what + " any more: was it changed since?)"
 	}
 	if e.State != "" {
 		msg += "; " + e.State
@@ -338,8 +358,7 @@ func revokeOnce(ctx context.Context, c client.Client, ak *v1alpha1.ApiKey, ids [
 	if err := patchAnnotation(ctx, c, ak, v1alpha1.AnnotationRevoke, value, true); err != nil {
 		return nil, err
 	}
-	r.Message = fmt.Sprintf("revocation of key %s requested (%s=%s): every verifier refuses %s from its next request on",
-		strings.Join(wanted, ", "), v1alpha1.AnnotationRevoke, value, plural(len(wanted), "it", "them"))
+	r.Message = fmt.Sprintf("revocation of key %s requested (%s=%s)", strings.Join(wanted, ", "), v1alpha1.AnnotationRevoke, value)
 	return r, nil
 }
 
@@ -371,6 +390,15 @@ func setDisabled(ctx context.Context, c client.Client, key types.NamespacedName,
 	if ak.Spec.Disabled == disabled {
 		r.Unchanged, r.Generation = true, ak.Generation
 		r.Message = fmt.Sprintf("ApiKey %s/%s is already %sd (spec.disabled is %t)", ak.Namespace, ak.Name, kind, disabled)
+		if !disabled {
+			// Nothing to wait for: say at once whether keysmith has a current key, and if not, why.
+			ready := meta.FindStatusCondition(ak.Status.Conditions, v1alpha1.ConditionReady)
+			if cur := current(ak); cur != nil && ready != nil && ready.Status == metav1.ConditionTrue {
+				r.Message += fmt.Sprintf("; key %s is current (for Secret %s)", cur.ID, ak.Spec.SecretName)
+			} else {
+				r.Message += "; it is not Ready: " + describeState(ak)
+			}
+		}
 		return r, nil
 	}
 	b, _ := json.Marshal(map[string]any{"spec": map[string]bool{"disabled": disabled}})
@@ -379,7 +407,7 @@ func setDisabled(ctx context.Context, c client.Client, key types.NamespacedName,
 	}
 	r.Generation = ak.Generation
 	if disabled {
-		r.Message = "spec.disabled set to true: every verifier refuses this ApiKey's keys from its next request on"
+		r.Message = "spec.disabled set to true"
 	} else {
 		r.Message = "spec.disabled set to false: keysmith issues a fresh key"
 	}

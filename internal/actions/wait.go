@@ -24,15 +24,17 @@ var PollInterval = 250 * time.Millisecond
 
 // Wait waits until keysmith confirms r in the ApiKey's status, reading it with c every PollInterval, for
 // at most timeout. It returns a *TimeoutError when keysmith has not confirmed in time, and the API
-// server's error when the ApiKey cannot be read (deleted, forbidden).
+// server's error when the ApiKey cannot be read (deleted, forbidden). A revoke or a disable is confirmed
+// in two steps (WaitRevocation, WaitDisable): when keysmith has not recorded it in time but the API
+// server holds it, the verifiers refuse the keys and Wait succeeds with Result.Warning set.
 func Wait(ctx context.Context, c client.Client, r *Request, timeout time.Duration) (Result, error) {
 	switch r.Kind {
 	case KindRotate:
 		return WaitRotated(ctx, c, r, timeout)
 	case KindRevoke:
-		return WaitRevoked(ctx, c, r, timeout)
+		return WaitRevocation(ctx, c, r, timeout, nil)
 	case KindDisable:
-		return WaitDisabled(ctx, c, r, timeout)
+		return WaitDisable(ctx, c, r, timeout, nil)
 	case KindEnable:
 		return WaitEnabled(ctx, c, r, timeout)
 	}
@@ -65,7 +67,7 @@ func waitFor(ctx context.Context, c client.Client, r *Request, timeout time.Dura
 	res.Waited = time.Since(start).Round(time.Millisecond)
 	if err != nil {
 		if (wait.Interrupted(err) || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil {
-			return res, &TimeoutError{Request: *r, Timeout: timeout, State: describeState(last)}
+			return res, &TimeoutError{Request: *r, Timeout: timeout, State: describeState(last), Enforced: last != nil && Enforced(last, r) != ""}
 		}
 		return res, err
 	}
@@ -127,10 +129,16 @@ func WaitRotated(ctx context.Context, c client.Client, r *Request, timeout time.
 }
 
 // WaitRevoked waits until every key of the request is recorded as revoked (or no longer valid) in
-// status. The verifiers refuse them from the moment the patch was accepted (they read the annotation);
-// this is keysmith's record of it, with the fresh key it issued when the current key was revoked.
+// status: keysmith's record only (WaitRevocation also reports when the API server holds the revocation,
+// which is when the verifiers refuse the keys, and succeeds with a warning when only that happened).
 func WaitRevoked(ctx context.Context, c client.Client, r *Request, timeout time.Duration) (Result, error) {
-	return waitFor(ctx, c, r, timeout, func(ak *v1alpha1.ApiKey) string {
+	return waitFor(ctx, c, r, timeout, revokedRecorded(r))
+}
+
+// revokedRecorded is keysmith's record of a revoke request: every key of it revoked (or no longer
+// valid) in status, with the fresh key it issued when the current key was among them.
+func revokedRecorded(r *Request) confirmed {
+	return func(ak *v1alpha1.ApiKey) string {
 		if len(r.KeyIDs) == 0 {
 			return r.Message
 		}
@@ -159,13 +167,17 @@ func WaitRevoked(ctx context.Context, c client.Client, r *Request, timeout time.
 			}
 		}
 		return msg
-	})
+	}
 }
 
 // WaitDisabled waits until keysmith has acted on spec.disabled: true (status of the new generation, Ready
-// reason Disabled, no valid key).
+// reason Disabled, no valid key): keysmith's record only (see WaitDisable).
 func WaitDisabled(ctx context.Context, c client.Client, r *Request, timeout time.Duration) (Result, error) {
-	return waitFor(ctx, c, r, timeout, func(ak *v1alpha1.ApiKey) string {
+	return waitFor(ctx, c, r, timeout, disabledRecorded(r))
+}
+
+func disabledRecorded(r *Request) confirmed {
+	return func(ak *v1alpha1.ApiKey) string {
 		ready := meta.FindStatusCondition(ak.Status.Conditions, v1alpha1.ConditionReady)
 		if ak.Status.ObservedGeneration < r.Generation || ready == nil || ready.Reason != v1alpha1.ReasonDisabled || ready.ObservedGeneration < r.Generation {
 			return ""
@@ -180,7 +192,7 @@ func WaitDisabled(ctx context.Context, c client.Client, r *Request, timeout time
 			}
 		}
 		return fmt.Sprintf("disabled: %d key%s revoked (Disabled); every verifier refuses %s, and keysmith empties the Secret %s", n, plural(n, "", "s"), plural(n, "it", "them"), ak.Spec.SecretName)
-	})
+	}
 }
 
 // WaitEnabled waits until keysmith has acted on spec.disabled: false: Ready for the new generation with a

@@ -20,11 +20,19 @@ type actionBody struct {
 // ActionResponse answers an action: what happened, or that keysmith has not confirmed it yet (Pending).
 // It carries no annotation value and nothing else a person typed beyond the messages of internal/actions
 // (which name key ids only), and those pass through the key filter of marshal like every response.
+//
+// For a revoke or a disable, Enforced says that the API server, read back, holds the revocation (every
+// verifier refuses the keys from their next request on, with or without keysmith), and Recorded that
+// keysmith recorded it; Warning is set when only the first happened within the wait (is the operator
+// running?).
 type ActionResponse struct {
 	Message      string `json:"message"`
 	Pending      bool   `json:"pending,omitempty"`
 	Unchanged    bool   `json:"unchanged,omitempty"`
 	CurrentKeyID string `json:"currentKeyID,omitempty"`
+	Enforced     bool   `json:"enforced,omitempty"`
+	Recorded     bool   `json:"recorded,omitempty"`
+	Warning      string `json:"warning,omitempty"`
 }
 
 // action performs rotate, revoke (one key id), disable or enable as the user, then waits for keysmith's
@@ -87,18 +95,27 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	if req.Unchanged {
+	if req.Unchanged && req.Kind != actions.KindRevoke && req.Kind != actions.KindDisable {
 		writeJSON(w, http.StatusOK, ActionResponse{Message: req.Message, Unchanged: true})
 		return
 	}
+	// A revoke or a disable (unchanged ones too: a pending revocation may not be recorded yet) waits for
+	// both steps: the API server holding it, then keysmith's record.
 	res, err := actions.Wait(ctx, s.opts.Client, req, s.opts.WaitTimeout)
 	var timeout *actions.TimeoutError
 	switch {
 	case errors.As(err, &timeout):
-		writeJSON(w, http.StatusAccepted, ActionResponse{Message: req.Message + "; " + err.Error(), Pending: true})
+		writeJSON(w, http.StatusAccepted, ActionResponse{Message: req.Message + "; " + err.Error(), Pending: true, Unchanged: req.Unchanged})
 	case err != nil:
 		apiError(w, err)
+	case res.Warning != "":
+		writeJSON(w, http.StatusOK, ActionResponse{Message: res.Message, Warning: res.Warning, Enforced: true, Unchanged: req.Unchanged, CurrentKeyID: res.CurrentKeyID})
 	default:
-		writeJSON(w, http.StatusOK, ActionResponse{Message: res.Message, CurrentKeyID: res.CurrentKeyID})
+		msg := res.Message
+		if req.Unchanged {
+			msg = req.Message + "; " + msg
+		}
+		writeJSON(w, http.StatusOK, ActionResponse{Message: msg, CurrentKeyID: res.CurrentKeyID, Unchanged: req.Unchanged,
+			Enforced: res.Enforced, Recorded: res.Recorded})
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/actions"
 	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
@@ -452,8 +453,12 @@ func TestCrossSiteActionsAreRefused(t *testing.T) {
 	if _, ok := a.Annotations[v1alpha1.AnnotationRevoke]; ok {
 		t.Fatal("the ApiKey was revoked by a forged request")
 	}
-	// The same request from the page itself is carried out.
-	if w := f.request("POST", revoke, body); w.Code != http.StatusAccepted {
+	// The same request from the page itself is carried out: with no keysmith running here, the API
+	// server holding the annotation is what every verifier follows, so it succeeds with a warning.
+	w := f.request("POST", revoke, body)
+	res := decode[ActionResponse](t, w)
+	if w.Code != http.StatusOK || !res.Enforced || res.Recorded || !strings.HasPrefix(res.Warning, actions.NotRecordedWarning) ||
+		res.Message != "every verifier refuses key 0123456789ab from its next request on (the API server holds keysmith.dev/revoke naming it)" {
 		t.Fatalf("the page's own revoke: %d %s", w.Code, w.Body.String())
 	}
 	_ = f.c.Get(context.Background(), client.ObjectKey{Namespace: "team-a", Name: "billing"}, &a)
@@ -866,5 +871,41 @@ func TestOpenBrowserKeepsTheTokenOffTheCommandLine(t *testing.T) {
 	cleanup()
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Fatal("cleanup left the file holding the token")
+	}
+}
+
+// A revoke or a disable is confirmed in two steps: the API server holding it (what every verifier
+// follows), then keysmith's record. Without keysmith the first is a success with a warning; with it, the
+// record's message.
+func TestRevokeAndDisableConfirmedInTwoSteps(t *testing.T) {
+	f := newFixture(t, Options{WaitTimeout: 5 * time.Second},
+		apiKey("team-a", "billing", "0123456789ab", now.Add(-time.Hour), 90*24*time.Hour, nil),
+		apiKey("team-a", "other", "abcdefabcdef", now.Add(-time.Hour), 90*24*time.Hour, nil))
+	// keysmith, for billing only: it records a revocation as soon as it sees the annotation.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			var a v1alpha1.ApiKey
+			if f.c.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "billing"}, &a) == nil && a.Annotations[v1alpha1.AnnotationRevoke] != "" && a.Status.Keys[0].State == v1alpha1.KeyActive {
+				a.Status.Keys[0].State, a.Status.Keys[0].Reason = v1alpha1.KeyRevoked, v1alpha1.RevokedManual
+				a.Status.HandledRevokeRequest = "sha256:x"
+				_ = f.c.Status().Update(ctx, &a)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	w := f.request("POST", "/api/apikeys/team-a/billing/revoke", `{"keyID":"0123456789ab"}`)
+	res := decode[ActionResponse](t, w)
+	if w.Code != http.StatusOK || !res.Recorded || !res.Enforced || res.Warning != "" || !strings.HasPrefix(res.Message, "revoked: key 0123456789ab revoked (Manual)") {
+		t.Fatalf("recorded revoke: %d %s", w.Code, w.Body.String())
+	}
+
+	f.s.opts.WaitTimeout = 200 * time.Millisecond
+	w = f.request("POST", "/api/apikeys/team-a/other/disable", `{}`)
+	res = decode[ActionResponse](t, w)
+	if w.Code != http.StatusOK || !res.Enforced || res.Recorded || !strings.HasPrefix(res.Warning, actions.NotRecordedWarning) ||
+		!strings.Contains(res.Message, "the API server holds spec.disabled: true") {
+		t.Fatalf("disable without keysmith: %d %s", w.Code, w.Body.String())
 	}
 }

@@ -346,7 +346,8 @@
     const res = await api('/api/apikeys/' + encodeURIComponent(c.namespace) + '/' + encodeURIComponent(c.name) + '/' + c.action, {
       method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(c.body),
     });
-    if (res.ok) toast(res.body.message || 'done');
+    if (res.ok && res.body.warning) toast((res.body.message || 'done') + '. Warning: ' + res.body.warning, true);
+    else if (res.ok) toast(res.body.message || 'done');
     else if (res.body.reason === 'Forbidden') toast('Forbidden by the API server (your RBAC): ' + res.body.error, true);
     else toast(res.body.error || ('HTTP ' + res.status), true);
     if (state.selected) openDetail(state.selected.namespace, state.selected.name, true);
