@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/internal/actions"
+	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 func init() {
@@ -243,13 +243,7 @@ func fromServer(err error) (msg string, ok bool) {
 	return fmt.Sprintf("Error from server (%s): %s", st.Reason, st.Message), true
 }
 
-// keyShape matches keysmith's keys (internal/keys.Pattern) and anything close to one: a key's prefix and
-// environment followed by 20 or more base62 characters (a key with a character too many or too few).
-var keyShape = regexp.MustCompile(`[a-z0-9]{2,8}_(live|test)_[0-9A-Za-z]{20,}`)
-
-// redactKeys replaces every key-shaped substring of s (checksum or not) by "[redacted]": error messages
-// that repeat what was typed (cobra's "unknown command", a flag's "invalid argument") never print a key
-// pasted in the wrong place.
-func redactKeys(s string) string {
-	return keyShape.ReplaceAllString(s, "[redacted]")
-}
+// redactKeys replaces every key-shaped substring of s (checksum or not) by "<redacted>" (keys.Redact):
+// error messages that repeat what was typed (cobra's "unknown command", a flag's "invalid argument")
+// never print a key pasted in the wrong place.
+func redactKeys(s string) string { return keys.Redact(s) }

@@ -19,7 +19,7 @@ func TestRedactKeys(t *testing.T) {
 	}
 	for _, s := range []string{k.Plaintext(), k.Plaintext() + "x", k.Plaintext()[:30]} {
 		got := redactKeys(`unknown command "` + s + `" for "kubectl apikey"`)
-		if got != `unknown command "[redacted]" for "kubectl apikey"` {
+		if got != `unknown command "<redacted>" for "kubectl apikey"` {
 			t.Errorf("redactKeys = %q", got)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/actions"
 	"github.com/keysmith-dev/keysmith/internal/inventory"
+	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 // ChartDays is the span of the chart of expiries and rotations.
@@ -281,19 +281,16 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, detail(a, s.now()))
 }
 
-// keyShape matches anything shaped like a key (docs: the pattern secret scanners use), valid or not.
-var keyShape = regexp.MustCompile(`[a-z0-9]{2,8}_(live|test)_[0-9A-Za-z]{36}`)
-
 // marshal encodes v and, as a last line of defence, replaces anything shaped like a key with
-// "<redacted>": the dashboard reads no Secret and sends ids only, but condition messages, names and
-// annotation values it relays are written by others. The key alphabet needs no JSON escaping, so the
-// replacement cannot break the encoding.
+// "<redacted>" (keys.RedactBytes): the dashboard reads no Secret and sends ids only, but condition
+// messages, names and annotation values it relays are written by others. The key alphabet needs no JSON
+// escaping, so the replacement cannot break the encoding.
 func marshal(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	return keyShape.ReplaceAll(b, []byte("<redacted>")), nil
+	return keys.RedactBytes(b), nil
 }
 
 // writeJSON writes v.
