@@ -16,6 +16,7 @@ package scan
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 
 	"github.com/keysmith-dev/keysmith/internal/keys"
@@ -53,9 +54,18 @@ type Finding struct {
 	// files, or when no commit's diff adds it).
 	Blob   string
 	Commit string
-	// Line and Column are 1-based; Column counts bytes from the start of the line.
-	Line   int
-	Column int
+	// Line and Column are 1-based; Column counts bytes from the start of the line, ColumnUTF16 UTF-16
+	// code units (SARIF's default columnKind, and what editors count): a character of 2 or 3 bytes of
+	// UTF-8 is one unit, one of 4 bytes two (invalid UTF-8 is counted approximately).
+	Line        int
+	Column      int
+	ColumnUTF16 int
+	// RepoRoot is the top of the git work tree the file is in (absolute, as git names it) and RepoPath
+	// its path from there with forward slashes, for a file found in a work tree and for a blob of git
+	// history (the path it had in the commit that added it); both empty otherwise (standard input, a
+	// file outside any work tree, a bare repository).
+	RepoRoot string
+	RepoPath string
 	// Prefix and Environment are the key's first two parts.
 	Prefix      string
 	Environment string
@@ -200,6 +210,7 @@ func (s *separators) next(limit int) int {
 type match struct {
 	start, end   int // in the buffer
 	line, column int
+	column16     int
 }
 
 // lines turns absolute offsets into lines and columns, counting newlines only up to where it was asked.
@@ -207,6 +218,9 @@ type lines struct {
 	counted int64 // offset up to which newlines are counted
 	line    int   // line number (1-based) at counted
 	lastNL  int64 // offset of the last newline before counted, -1 if none
+	// adj16 is, for the bytes of the line from lastNL to counted, how many more bytes of UTF-8 they are
+	// than UTF-16 code units.
+	adj16 int
 }
 
 func newLines() lines { return lines{line: 1, lastNL: -1} }
@@ -215,9 +229,50 @@ func newLines() lines { return lines{line: 1, lastNL: -1} }
 func (l *lines) advance(seg []byte) {
 	if n := bytes.Count(seg, []byte{'\n'}); n > 0 {
 		l.line += n
-		l.lastNL = l.counted + int64(bytes.LastIndexByte(seg, '\n'))
+		i := bytes.LastIndexByte(seg, '\n')
+		l.lastNL = l.counted + int64(i)
+		l.adj16 = utf16Excess(seg[i+1:])
+	} else {
+		l.adj16 += utf16Excess(seg)
 	}
 	l.counted += int64(len(seg))
+}
+
+// at returns the match at absolute offset abs (where counted is now).
+func (l *lines) at(start, end int, abs int64) match {
+	col := int(abs - l.lastNL)
+	return match{start: start, end: end, line: l.line, column: col, column16: col - l.adj16}
+}
+
+// utf16Excess returns how many more bytes b is in UTF-8 than in UTF-16 code units: one for each
+// continuation byte (10xxxxxx), less one for each leading byte of a 4-byte sequence (two units). ASCII
+// is skipped 8 bytes at a time.
+func utf16Excess(b []byte) int {
+	n, i := 0, 0
+	for ; i+8 <= len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:])&0x8080808080808080 == 0 {
+			continue
+		}
+		for _, c := range b[i : i+8] {
+			n += excess(c)
+		}
+	}
+	for _, c := range b[i:] {
+		n += excess(c)
+	}
+	return n
+}
+
+func excess(c byte) int {
+	switch {
+	case c < 0x80:
+		return 0
+	case c < 0xC0:
+		return 1
+	case c >= 0xF0 && c < 0xF8:
+		return -1
+	}
+	return 0
 }
 
 // stream finds the matches of one input read through a buffer. emit gets each match with the buffer it is
@@ -285,7 +340,7 @@ func (s *stream) scan(r io.Reader, skipBinary bool, emit func(buf []byte, m matc
 			}
 			abs := base + int64(start)
 			ln.advance(buf[ln.counted-base : start])
-			emit(buf[:n], match{start: start, end: end, line: ln.line, column: int(abs - ln.lastNL)})
+			emit(buf[:n], ln.at(start, end, abs))
 		}
 		if eof {
 			return total, nil
@@ -308,7 +363,7 @@ func finding(buf []byte, m match) Finding {
 	raw := buf[m.start:m.end]
 	body := len(raw) - keys.BodyLength
 	f := Finding{
-		Line: m.line, Column: m.column,
+		Line: m.line, Column: m.column, ColumnUTF16: m.column16,
 		Prefix:      string(raw[:body-sepLen]),
 		Environment: string(raw[body-sepLen+1 : body-1]),
 		Redacted:    string(raw[:body+RedactedBodyChars]) + "…",
@@ -337,6 +392,6 @@ func scanAll(data []byte, emit func([]byte, match)) {
 			continue
 		}
 		ln.advance(data[ln.counted:start])
-		emit(data, match{start: start, end: end, line: ln.line, column: int(int64(start) - ln.lastNL)})
+		emit(data, ln.at(start, end, int64(start)))
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/keysmith-dev/keysmith/internal/keys"
 )
@@ -215,6 +217,11 @@ func checkOracle(t testing.TB, data []byte, got []Finding) {
 		if g.Line != line || g.Column != col {
 			t.Fatalf("match %d at %d:%d, the pattern's at %d:%d", i, g.Line, g.Column, line, col)
 		}
+		if before := data[m[0]-col+1 : m[0]]; utf8.Valid(before) {
+			if col16 := len(utf16.Encode([]rune(string(before)))) + 1; g.ColumnUTF16 != col16 {
+				t.Fatalf("match %d at UTF-16 column %d, want %d", i, g.ColumnUTF16, col16)
+			}
+		}
 		if g.Valid != keys.Valid(s) {
 			t.Fatalf("match %d: valid %v, keys.Valid %v", i, g.Valid, keys.Valid(s))
 		}
@@ -223,6 +230,35 @@ func checkOracle(t testing.TB, data []byte, got []Finding) {
 		}
 		if g.Valid && g.Digest() != keys.Sum(s) {
 			t.Fatalf("match %d: digest differs", i)
+		}
+	}
+}
+
+// TestColumnUTF16 checks the columns in UTF-16 code units (SARIF's default) after characters of every
+// UTF-8 length, streamed through buffers that split them.
+func TestColumnUTF16(t *testing.T) {
+	k := mustKey(t, "ks", keys.Live)
+	for _, tc := range []struct {
+		before        string
+		column, col16 int
+	}{
+		{"", 1, 1},
+		{"é ", 4, 3},       // 2 bytes, 1 unit
+		{"€=", 5, 3},       // 3 bytes, 1 unit
+		{"😀 ", 6, 4},       // 4 bytes, 2 units (a surrogate pair)
+		{"x\né😀€ ", 11, 6}, // a line before
+		{strings.Repeat("日本", 300) + " ", 1802, 602},
+	} {
+		data := []byte(strings.Repeat("ümlaut line\n", 3) + tc.before + k + " " + tc.before + k)
+		for _, size := range []int{0, 2 * (lookBehind + lookAhead), 131} {
+			fs := Find(data)
+			if size > 0 {
+				fs = streamFind(t, data, size)
+			}
+			checkOracle(t, data, fs)
+			if len(fs) != 2 || fs[0].Column != tc.column || fs[0].ColumnUTF16 != tc.col16 {
+				t.Fatalf("%q (buffer %d): %+v", tc.before, size, fs)
+			}
 		}
 	}
 }

@@ -46,3 +46,21 @@ func (f rawFile) Read(p []byte) (int, error) {
 }
 
 func (f rawFile) Close() error { return syscall.Close(int(f)) }
+
+// fileID identifies a directory by its device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// dirID returns the device and inode of path (symbolic links followed).
+func dirID(path string) (fileID, bool) {
+	var st syscall.Stat_t
+	for {
+		err := syscall.Stat(path, &st)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fileID{}, false
+		}
+		return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, true //nolint:unconvert // int32 on some systems
+	}
+}

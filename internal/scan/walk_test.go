@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keysmith-dev/keysmith/internal/keys"
 )
@@ -220,5 +221,210 @@ func TestScanGitHistory(t *testing.T) {
 	// Not a repository.
 	if _, err := Scan(context.Background(), []string{t.TempDir()}, Options{Git: true}); err == nil {
 		t.Error("--git outside a repository is not an error")
+	}
+}
+
+// submodule adds a repository holding key as submodule sub of dir and commits it.
+func submodule(t *testing.T, dir, key string) {
+	t.Helper()
+	inner := t.TempDir()
+	git(t, inner, "init", "-q")
+	write(t, filepath.Join(inner, "inner.env"), "KEY="+key+"\n")
+	git(t, inner, "add", ".")
+	git(t, inner, "commit", "-q", "-m", "inner")
+	git(t, dir, "-c", "protocol.file.allow=always", "submodule", "add", "-q", inner, "sub")
+	git(t, dir, "commit", "-q", "-m", "submodule")
+}
+
+// An uninitialised submodule (a clone without --recursive, git submodule deinit) is an empty directory
+// that git lists as a gitlink, and lists as "./" from inside it: it is skipped, with a warning, and a
+// checked-out one is scanned with its own rules.
+func TestScanSubmodules(t *testing.T) {
+	needGit(t)
+	k, inKey := mustKey(t, "ks", keys.Live), mustKey(t, "ks", keys.Live)
+	dir := t.TempDir()
+	git(t, dir, "init", "-q")
+	write(t, filepath.Join(dir, "a.env"), "KEY="+k+"\n")
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "-q", "-m", "a")
+	submodule(t, dir, inKey)
+
+	res := scanWithin(t, time.Minute, []string{dir}, Options{})
+	want := []string{filepath.Join(dir, "a.env") + ":1:5 key", filepath.Join(dir, "sub", "inner.env") + ":1:5 key"}
+	if got := where(res); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("checked out: found\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if res.GitWorkTrees != 2 || len(res.Warnings) != 0 {
+		t.Errorf("work trees %d, warnings %v", res.GitWorkTrees, res.Warnings)
+	}
+
+	git(t, dir, "submodule", "deinit", "-q", "-f", "sub")
+	res = scanWithin(t, time.Minute, []string{dir}, Options{})
+	if got := where(res); strings.Join(got, "\n") != want[0] {
+		t.Fatalf("not checked out: found %v", got)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "not checked out") {
+		t.Errorf("warnings %v", res.Warnings)
+	}
+	// Named on the command line: nothing in it, and the scan says so.
+	res = scanWithin(t, time.Minute, []string{filepath.Join(dir, "sub")}, Options{})
+	if res.Files != 0 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "git lists no file in it") {
+		t.Errorf("files %d, warnings %v", res.Files, res.Warnings)
+	}
+}
+
+func TestUsableName(t *testing.T) {
+	for name, want := range map[string]bool{"": false, ".": false, "./": false, "..": false, "../x": false, "/etc": false,
+		"a": true, "a/b": true, "./a": true, "..a": true} {
+		if usable(name) != want {
+			t.Errorf("usable(%q) = %v", name, !want)
+		}
+	}
+}
+
+// A root named through a symbolic link is followed; links inside are not, and a loop of links ends.
+func TestScanSymlinks(t *testing.T) {
+	k := mustKey(t, "ks", keys.Live)
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	write(t, filepath.Join(real, "a.env"), "KEY="+k+"\n")
+	outside := filepath.Join(base, "outside")
+	write(t, filepath.Join(outside, "b.env"), "KEY="+k+"\n")
+	for link, target := range map[string]string{
+		filepath.Join(base, "link"):         real,
+		filepath.Join(real, "to-outside"):   outside,
+		filepath.Join(real, "loop"):         real,
+		filepath.Join(real, "to-file.env"):  filepath.Join(outside, "b.env"),
+		filepath.Join(base, "link-to-link"): filepath.Join(base, "link"),
+	} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(t *testing.T, root string) {
+		t.Helper()
+		res := scanWithin(t, time.Minute, []string{root}, Options{})
+		if got := where(res); len(got) != 1 || got[0] != filepath.Join(root, "a.env")+":1:5 key" {
+			t.Fatalf("scan %s found %v", root, got)
+		}
+		if len(res.Warnings) != 0 {
+			t.Errorf("warnings %v", res.Warnings)
+		}
+	}
+	t.Run("outside a work tree", func(t *testing.T) {
+		check(t, filepath.Join(base, "link"))
+		check(t, filepath.Join(base, "link-to-link")+string(filepath.Separator))
+	})
+	t.Run("in a work tree", func(t *testing.T) {
+		needGit(t)
+		git(t, real, "init", "-q")
+		check(t, filepath.Join(base, "link"))
+	})
+	// Named twice (through the link and not): scanned once.
+	res := scanWithin(t, time.Minute, []string{real, filepath.Join(base, "link")}, Options{})
+	if len(res.Findings) != 1 {
+		t.Errorf("found %v", where(res))
+	}
+}
+
+// A directory named on the command line is scanned even when git ignores it; a path that yields no file
+// is a warning.
+func TestScanNamedDirectories(t *testing.T) {
+	needGit(t)
+	k := mustKey(t, "ks", keys.Live)
+	dir := t.TempDir()
+	git(t, dir, "init", "-q")
+	write(t, filepath.Join(dir, ".gitignore"), "logs/\n*.tmp\n")
+	write(t, filepath.Join(dir, "logs", "2026", "app.log"), "key="+k+"\n")
+	write(t, filepath.Join(dir, "tmp", "x.tmp"), "key="+k+"\n")
+	if err := os.MkdirAll(filepath.Join(dir, "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+
+	res := scanWithin(t, time.Minute, []string{"."}, Options{})
+	if len(res.Findings) != 0 || len(res.Warnings) != 0 {
+		t.Fatalf("the work tree: found %v, warnings %v", where(res), res.Warnings)
+	}
+	for _, p := range []string{"logs", "logs/", "logs/2026"} {
+		res = scanWithin(t, time.Minute, []string{p}, Options{})
+		if got := where(res); len(got) != 1 || got[0] != filepath.Join("logs", "2026", "app.log")+":1:5 key" {
+			t.Errorf("scan %s found %v", p, got)
+		}
+		if len(res.Warnings) != 0 {
+			t.Errorf("scan %s: warnings %v", p, res.Warnings)
+		}
+	}
+	res = scanWithin(t, time.Minute, []string{"tmp", "empty"}, Options{})
+	if res.Files != 0 || len(res.Warnings) != 2 || !strings.HasPrefix(res.Warnings[0], "tmp: git lists no file in it") ||
+		!strings.HasPrefix(res.Warnings[1], "empty: git lists no file in it") {
+		t.Errorf("files %d, warnings %q", res.Files, res.Warnings)
+	}
+	res = scanWithin(t, time.Minute, []string{t.TempDir()}, Options{})
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], ": no file in it") {
+		t.Errorf("an empty directory outside a work tree: warnings %q", res.Warnings)
+	}
+}
+
+// Findings in a work tree are located from its top level, for SARIF.
+func TestScanRepoPaths(t *testing.T) {
+	needGit(t)
+	k := mustKey(t, "ks", keys.Live)
+	dir := t.TempDir()
+	git(t, dir, "init", "-q")
+	write(t, filepath.Join(dir, "deploy", "prod", "a.env"), "KEY="+k+"\n")
+	write(t, filepath.Join(dir, ".gitignore"), "logs/\n")
+	write(t, filepath.Join(dir, "logs", "b.log"), "KEY="+k+"\n")
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "-q", "-m", "a")
+	git(t, dir, "rm", "-q", "deploy/prod/a.env")
+	git(t, dir, "commit", "-q", "-m", "rm")
+	write(t, filepath.Join(dir, "deploy", "prod", "a.env"), "KEY="+k+"\n")
+	top := git(t, dir, "rev-parse", "--show-toplevel")
+	t.Chdir(filepath.Join(dir, "deploy"))
+	for _, paths := range [][]string{{"."}, {"prod"}, {"prod/a.env"}, {filepath.Join(dir, "deploy", "prod", "a.env")}} {
+		res := scanWithin(t, time.Minute, paths, Options{})
+		if len(res.Findings) != 1 || res.Findings[0].RepoRoot != top || res.Findings[0].RepoPath != "deploy/prod/a.env" {
+			t.Errorf("scan %v: %+v", paths, res.Findings)
+		}
+	}
+	res := scanWithin(t, time.Minute, []string{"../logs"}, Options{Git: true})
+	var got []string
+	for _, f := range res.Findings {
+		got = append(got, f.RepoRoot+" "+f.RepoPath)
+	}
+	if want := []string{top + " logs/b.log", top + " deploy/prod/a.env"}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	// Outside a work tree: none.
+	out := t.TempDir()
+	write(t, filepath.Join(out, "c.env"), k)
+	if res := scanWithin(t, time.Minute, []string{out}, Options{}); len(res.Findings) != 1 || res.Findings[0].RepoRoot != "" || res.Findings[0].RepoPath != "" {
+		t.Errorf("outside a work tree: %+v", res.Findings)
+	}
+}
+
+// The findings kept are bounded, per file and in all; the others are counted.
+func TestScanFindingsCapped(t *testing.T) {
+	dir := t.TempDir()
+	var many strings.Builder
+	for i := 0; i < 1500; i++ {
+		many.WriteString("key " + mustKey(t, "ks", keys.Live) + "\n")
+	}
+	many.WriteString("and " + broken(t, mustKey(t, "ks", keys.Live)) + "\n")
+	write(t, filepath.Join(dir, "dump.txt"), many.String())
+	write(t, filepath.Join(dir, "one.env"), "KEY="+mustKey(t, "ks", keys.Live)+"\n")
+
+	res := scanWithin(t, time.Minute, []string{dir}, Options{})
+	n := map[string]int{}
+	for _, f := range res.Findings {
+		n[filepath.Base(f.Path)]++
+	}
+	if n["dump.txt"] != DefaultMaxFindingsPerFile || n["one.env"] != 1 || res.Truncated != 501 || res.TruncatedKeys != 500 {
+		t.Fatalf("kept %v, truncated %d (%d keys)", n, res.Truncated, res.TruncatedKeys)
+	}
+	res = scanWithin(t, time.Minute, []string{dir}, Options{MaxFindingsPerFile: 2000, MaxFindings: 1200})
+	if len(res.Findings) != 1200 || res.Truncated != 302 || res.TruncatedKeys != 301 {
+		t.Fatalf("kept %d, truncated %d (%d keys)", len(res.Findings), res.Truncated, res.TruncatedKeys)
 	}
 }
