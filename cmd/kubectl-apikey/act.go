@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/internal/actions"
 	"github.com/keysmith-dev/keysmith/internal/keys"
+	"github.com/keysmith-dev/keysmith/internal/rotation"
 )
 
 func init() {
@@ -106,10 +111,19 @@ func (e *env) validTarget(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := actions.ValidateName(ns, name); err != nil {
-		return "", &exitError{code: 1, msg: err.Error()}
+	if err := e.validName(ns, name); err != nil {
+		return "", err
 	}
 	return ns, nil
+}
+
+// validName checks a namespace and an ApiKey name before anything is sent (actions.ValidateName, which
+// refuses a key, and never repeats what it refuses).
+func (e *env) validName(ns, name string) error {
+	if err := actions.ValidateName(ns, name); err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	return nil
 }
 
 func newRotateCommand(e *env) *cobra.Command {
@@ -149,25 +163,47 @@ running, because it reads the annotation itself. keysmith then records them (sta
 Manual) and, if the current key was among them, writes a fresh key to the Secret with no overlap.
 A revocation keysmith has not recorded yet is kept and the new ids added to it.
 
+It waits for two confirmations: the ApiKey read back from the API server holds the revocation (from then
+on every verifier refuses the keys), then keysmith's record in status. If keysmith has not recorded it
+within --timeout while the API server holds it, it warns (is the operator running?) and exits 0.
+
 --key takes key ids (12 hex digits; kubectl apikey describe lists them). A leaked key given instead is
-reduced to its id on this machine: the key is never sent, but remove it from your shell history.`,
+reduced to its id on this machine and never sent. --key - reads ids or keys from standard input, one per
+line (blank lines and lines starting with # are skipped), so that a leaked key is neither in your shell
+history nor, for the whole wait, in the process's command line (/proc/PID/cmdline, which every local
+user can read).`,
 		Example: `  kubectl apikey revoke billing-api --key d5e0c8e0a160
   kubectl apikey revoke billing-api --key d5e0c8e0a160,7f3c21aa09b4
-  kubectl apikey revoke billing-api --all`,
+  kubectl apikey revoke billing-api --all
+  kubectl apikey revoke billing-api --key - < leaked-keys.txt
+  printf '%s\n' "$LEAKED_KEY" | kubectl apikey revoke billing-api --key -`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeApiKeyNames(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all == (len(ids) > 0) {
-				return &exitError{code: 1, msg: "revoke needs --key ID (one or more) or --all"}
+				return &exitError{code: 1, msg: "revoke needs --key ID (one or more), --key - or --all"}
 			}
 			var parsed []string
+			stdin := false
 			for i, s := range ids {
+				if s == "-" {
+					if stdin {
+						return &exitError{code: 1, msg: "--key - is given twice"}
+					}
+					stdin = true
+					read, err := readKeyIDs(e.streams.In)
+					if err != nil {
+						return &exitError{code: 1, msg: err.Error()}
+					}
+					parsed = append(parsed, read...)
+					continue
+				}
 				id, isKey, err := actions.ParseKeyID(s)
 				if err != nil {
 					return &exitError{code: 1, msg: fmt.Sprintf("--key entry %d: %s", i+1, err)}
 				}
 				if isKey {
-					fmt.Fprintf(e.streams.ErrOut, "Warning: --key entry %d is a key, not a key id: revoking it by its id %s (the key is not sent anywhere; remove it from your shell history)\n", i+1, id)
+					fmt.Fprintf(e.streams.ErrOut, "Warning: --key entry %d is a key, not a key id: revoking it by its id %s (the key is not sent anywhere; remove it from your shell history, and use --key - to read keys from standard input)\n", i+1, id)
 				}
 				parsed = append(parsed, id)
 			}
@@ -176,12 +212,44 @@ reduced to its id on this machine: the key is never sent, but remove it from you
 			})
 		},
 	}
-	cmd.Flags().StringSliceVar(&ids, "key", nil, "Key ids to revoke (repeat the flag or separate them by commas)")
+	cmd.Flags().StringSliceVar(&ids, "key", nil, "Key ids to revoke (repeat the flag or separate them by commas); - reads ids or keys from standard input, one per line")
 	cmd.Flags().BoolVar(&all, "all", false, "Revoke every key of the ApiKey")
 	cmd.MarkFlagsMutuallyExclusive("key", "all")
 	_ = cmd.RegisterFlagCompletionFunc("key", completeKeyIDs(e))
 	w.add(cmd)
 	return cmd
+}
+
+// readKeyIDs reads key ids or keys from r, one per line (blank lines and # comments skipped), and
+// returns their ids: a key is reduced to its id here and goes no further. Errors name line numbers, never
+// what a line holds.
+func readKeyIDs(r io.Reader) ([]string, error) {
+	sc := bufio.NewScanner(io.LimitReader(r, 1<<20))
+	sc.Buffer(make([]byte, 0, 1024), 4096)
+	var ids []string
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, _, err := actions.ParseKeyID(line)
+		if err != nil {
+			return nil, fmt.Errorf("--key -: standard input line %d: %s", n, err)
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+		if len(ids) > rotation.MaxRevokeEntries {
+			return nil, fmt.Errorf("--key -: more than %d key ids on standard input", rotation.MaxRevokeEntries)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("--key -: reading standard input: %s", strings.TrimPrefix(err.Error(), "bufio.Scanner: "))
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("--key -: no key id or key on standard input")
+	}
+	return ids, nil
 }
 
 func newDisableCommand(e *env) *cobra.Command {

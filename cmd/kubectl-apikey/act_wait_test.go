@@ -13,6 +13,7 @@ import (
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/actions"
+	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 // fakeApiKey is payments/billing-api with an Active key issued an hour ago, Ready, and no keysmith
@@ -94,5 +95,58 @@ func TestEnableEnabledNotReadyReturnsAtOnce(t *testing.T) {
 	}
 	if out != "apikey.keysmith.dev/billing-api unchanged: ApiKey payments/billing-api is already enabled (spec.disabled is false); it is not Ready: Stalled (SecretConflict): Secret \"billing-api-key\" exists and was not created by keysmith\n" {
 		t.Errorf("stdout %q", out)
+	}
+}
+
+// --key - reads ids or keys from standard input, one per line: a leaked key is never on the command line
+// (nor in /proc/PID/cmdline for the whole wait), never sent, never printed.
+func TestRevokeKeysFromStdin(t *testing.T) {
+	k, err := keys.Generate("ks", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := keys.ID(k.Plaintext())
+	c := fakeApiKey(func(a *v1alpha1.ApiKey) {
+		a.Status.Keys = append(a.Status.Keys, v1alpha1.IssuedKey{ID: id, State: v1alpha1.KeyRetiring,
+			IssuedAt: a.Status.Keys[0].IssuedAt, NotAfter: metav1.NewTime(time.Now().Add(time.Hour))})
+	})
+	stdin := "# leaked, from the incident report\n\n  " + k.Plaintext() + "  \naaaaaaaaaaaa\n" + k.Plaintext() + "\n"
+	out, errOut, err := runWith(t, c, stdin, "revoke", "billing-api", "-n", "payments", "--key", "-", "--timeout", "100ms")
+	if err != nil {
+		t.Fatalf("%v\n%s%s", err, out, errOut)
+	}
+	if keys.HasKeyShape(out + errOut) {
+		t.Fatal("the output holds the key")
+	}
+	if !strings.HasPrefix(out, "apikey.keysmith.dev/billing-api revocation of key "+id+", aaaaaaaaaaaa requested (keysmith.dev/revoke="+id+",aaaaaaaaaaaa)\n") {
+		t.Errorf("stdout %q", out)
+	}
+	if strings.Contains(errOut, "shell history") {
+		t.Errorf("a key read from standard input is not in the shell history: %q", errOut)
+	}
+	ak := &v1alpha1.ApiKey{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: "payments", Name: "billing-api"}, ak); err != nil || ak.Annotations[v1alpha1.AnnotationRevoke] != id+",aaaaaaaaaaaa" {
+		t.Fatalf("annotation %q (%v)", ak.Annotations[v1alpha1.AnnotationRevoke], err)
+	}
+
+	// Ids on the command line still work, and mixed with -.
+	out, _, err = runWith(t, fakeApiKey(), "", "revoke", "billing-api", "-n", "payments", "--key", "aaaaaaaaaaaa", "--wait=false")
+	if err != nil || !strings.HasPrefix(out, "apikey.keysmith.dev/billing-api revocation of key aaaaaaaaaaaa requested") {
+		t.Errorf("an id on the command line: %v %q", err, out)
+	}
+	// What standard input cannot give: errors name the line, never its content.
+	for in, want := range map[string]string{
+		"":                   "--key -: no key id or key on standard input",
+		"# only a comment\n": "--key -: no key id or key on standard input",
+		"aaaaaaaaaaaa\n" + k.Plaintext()[:30] + "\n": "--key -: standard input line 2: a key id is 12 lowercase hex digits (kubectl apikey describe NAME lists them)",
+		strings.Repeat("x", 5000) + "\n":             "--key -: reading standard input: token too long",
+	} {
+		_, _, err := runWith(t, fakeApiKey(), in, "revoke", "billing-api", "-n", "payments", "--key", "-")
+		if err == nil || err.Error() != want {
+			t.Errorf("stdin %.20q: %v, want %q", in, err, want)
+		}
+	}
+	if _, _, err := runWith(t, fakeApiKey(), "aaaaaaaaaaaa\n", "revoke", "billing-api", "-n", "payments", "--key", "-,-"); err == nil || err.Error() != "--key - is given twice" {
+		t.Errorf("--key -,-: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keysmith-dev/keysmith/internal/actions"
 	"github.com/keysmith-dev/keysmith/internal/dashboard"
 )
 
@@ -36,15 +37,20 @@ namespaces.`,
   kubectl apikey dashboard -n payments --port 8765 --no-browser`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
 			explicit := ""
 			if e.flags.Namespace != nil {
 				explicit = *e.flags.Namespace
 			}
 			fallback, err := e.namespace()
+			if err != nil {
+				return err
+			}
+			for _, ns := range []string{explicit, fallback} {
+				if err := actions.ValidateNamespace(ns); ns != "" && err != nil {
+					return &exitError{code: 1, msg: err.Error()}
+				}
+			}
+			c, err := e.client()
 			if err != nil {
 				return err
 			}

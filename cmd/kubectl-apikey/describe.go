@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/actions"
 	"github.com/keysmith-dev/keysmith/internal/inventory"
 	"github.com/keysmith-dev/keysmith/internal/policy"
 	"github.com/keysmith-dev/keysmith/internal/rotation"
@@ -78,12 +77,9 @@ are shown as such.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			ns, err := e.namespace()
+			ns, err := e.validTarget(args[0])
 			if err != nil {
 				return err
-			}
-			if err := actions.ValidateName(ns, args[0]); err != nil {
-				return &exitError{code: 1, msg: err.Error()}
 			}
 			c, err := e.client()
 			if err != nil {
@@ -247,50 +243,31 @@ func printDescription(w io.Writer, d *description) error {
 		fmt.Fprintf(w, "  %s: %s\n", wn.Label, wn.Message)
 	}
 
-	fmt.Fprintln(w, "Keys:")
-	if len(d.Keys) == 0 {
-		fmt.Fprintln(w, "  <none>")
-	} else {
-		tw = newTabWriter(w)
-		fmt.Fprintln(tw, "  ID\tSTATE\tISSUED\tNOT AFTER\tLAST USED\tREASON\tSCOPES")
-		for _, k := range d.Keys {
-			used := "never"
-			if k.LastUsedAt != nil {
-				used = inventory.Relative(k.LastUsedAt.Time, t)
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.State, k.IssuedAt.UTC().Format(time.RFC3339),
-				k.NotAfter.UTC().Format(time.RFC3339)+" ("+inventory.Relative(k.NotAfter.Time, t)+")", used, none(k.Reason), none(strings.Join(k.Scopes, ",")))
+	keyRows := make([][]string, 0, len(d.Keys))
+	for _, k := range d.Keys {
+		used := "never"
+		if k.LastUsedAt != nil {
+			used = inventory.Relative(k.LastUsedAt.Time, t)
 		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+		keyRows = append(keyRows, []string{k.ID, string(k.State), k.IssuedAt.UTC().Format(time.RFC3339),
+			k.NotAfter.UTC().Format(time.RFC3339) + " (" + inventory.Relative(k.NotAfter.Time, t) + ")", used, none(k.Reason), none(strings.Join(k.Scopes, ","))})
 	}
-
-	fmt.Fprintln(w, "Timeline:")
-	if len(d.Timeline) == 0 {
-		fmt.Fprintln(w, "  <none>")
-	} else {
-		tw = newTabWriter(w)
-		for _, ev := range d.Timeline {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.RFC3339), ev.When, ev.Kind, ev.Message)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	if err := section(w, "Keys", "ID\tSTATE\tISSUED\tNOT AFTER\tLAST USED\tREASON\tSCOPES", keyRows); err != nil {
+		return err
 	}
-
-	fmt.Fprintln(w, "Conditions:")
-	if len(d.Conditions) == 0 {
-		fmt.Fprintln(w, "  <none>")
-	} else {
-		tw = newTabWriter(w)
-		fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
-		for _, c := range d.Conditions {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, inventory.Human(t.Sub(c.LastTransitionTime.Time)), c.Message)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	events := make([][]string, 0, len(d.Timeline))
+	for _, ev := range d.Timeline {
+		events = append(events, []string{ev.At.UTC().Format(time.RFC3339), ev.When, string(ev.Kind), ev.Message})
+	}
+	if err := section(w, "Timeline", "", events); err != nil {
+		return err
+	}
+	conditions := make([][]string, 0, len(d.Conditions))
+	for _, c := range d.Conditions {
+		conditions = append(conditions, []string{c.Type, string(c.Status), c.Reason, inventory.Human(t.Sub(c.LastTransitionTime.Time)), c.Message})
+	}
+	if err := section(w, "Conditions", "TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE", conditions); err != nil {
+		return err
 	}
 
 	s := d.Secret
@@ -330,21 +307,33 @@ func printDescription(w io.Writer, d *description) error {
 		fmt.Fprintf(w, "  violation: %s\n", v)
 	}
 
-	fmt.Fprintln(w, "Events:")
-	switch {
-	case d.EventsError != "":
-		fmt.Fprintf(w, "  cannot list them: %s\n", d.EventsError)
-	case len(d.Events) == 0:
-		fmt.Fprintln(w, "  <none>")
-	default:
-		tw = newTabWriter(w)
-		fmt.Fprintln(tw, "  TYPE\tREASON\tAGE\tCOUNT\tMESSAGE")
-		for _, ev := range d.Events {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", ev.Type, ev.Reason, inventory.Human(t.Sub(ev.Last)), ev.Count, ev.Message)
-		}
-		return tw.Flush()
+	if d.EventsError != "" {
+		fmt.Fprintf(w, "Events:\n  cannot list them: %s\n", d.EventsError)
+		return nil
 	}
-	return nil
+	evRows := make([][]string, 0, len(d.Events))
+	for _, ev := range d.Events {
+		evRows = append(evRows, []string{ev.Type, ev.Reason, inventory.Human(t.Sub(ev.Last)), fmt.Sprint(ev.Count), ev.Message})
+	}
+	return section(w, "Events", "TYPE\tREASON\tAGE\tCOUNT\tMESSAGE", evRows)
+}
+
+// section prints "title:" and its rows as a table indented by two spaces under header (tab-separated
+// column names; none when ""), or "  <none>" when there is no row.
+func section(w io.Writer, title, header string, rows [][]string) error {
+	fmt.Fprintf(w, "%s:\n", title)
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "  <none>")
+		return nil
+	}
+	tw := newTabWriter(w)
+	if header != "" {
+		fmt.Fprintln(tw, "  "+header)
+	}
+	for _, r := range rows {
+		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
+	}
+	return tw.Flush()
 }
 
 func settingsText(e *v1alpha1.EffectiveSettings, r inventory.Row) string {

@@ -15,7 +15,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/actions"
 	"github.com/keysmith-dev/keysmith/internal/inventory"
+	"github.com/keysmith-dev/keysmith/internal/keys"
 )
 
 func init() { commands = append(commands, newListCommand) }
@@ -62,7 +64,13 @@ Keys are never shown: only their public ids.`,
 				if ns, err = e.namespace(); err != nil {
 					return err
 				}
+				if err := actions.ValidateNamespace(ns); err != nil {
+					return &exitError{code: 1, msg: err.Error()}
+				}
 				opts = append(opts, client.InNamespace(ns))
+			}
+			if keys.HasKeyShape(selector) {
+				return &exitError{code: 1, msg: "--selector: that looks like an API key: it was not sent anywhere (remove it from your shell history)"}
 			}
 			if selector != "" {
 				sel, err := labels.Parse(selector)

@@ -139,11 +139,23 @@ func ParseKeyID(s string) (id string, isKey bool, err error) {
 	}
 }
 
-// ValidateName checks an ApiKey name and namespace before they are sent anywhere; the error never repeats
-// a value that is not a valid name.
+// ValidateName checks an ApiKey name and namespace before they are sent anywhere (a request's URL lands
+// in the API server's audit log); the error never repeats a value that is not a valid name. A key given
+// instead (keys.HasKeyShape) is refused as such.
 func ValidateName(namespace, name string) error {
+	if keys.HasKeyShape(name) || keys.HasKeyShape(namespace) {
+		return errors.New("that looks like an API key, not a name: it was not sent anywhere (remove it from your shell history; kubectl apikey revoke NAME --key - reads keys from standard input)")
+	}
 	if len(validation.IsDNS1123Subdomain(name)) > 0 || len(name) > 63 {
 		return errors.New("an ApiKey name is a DNS subdomain of at most 63 characters (lowercase letters, digits, '-' and '.')")
+	}
+	return ValidateNamespace(namespace)
+}
+
+// ValidateNamespace checks a namespace as ValidateName does.
+func ValidateNamespace(namespace string) error {
+	if keys.HasKeyShape(namespace) {
+		return errors.New("that looks like an API key, not a namespace: it was not sent anywhere (remove it from your shell history)")
 	}
 	if len(validation.IsDNS1123Label(namespace)) > 0 {
 		return errors.New("a namespace is a DNS label (at most 63 lowercase letters, digits and '-')")
