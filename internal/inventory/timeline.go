@@ -54,11 +54,23 @@ type Event struct {
 // rotation still ahead. It covers the keys status lists (at most 16, newest first there).
 func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 	ks := k.Status.Keys // newest first
+	overlap := overlapOf(k)
 	var evs []Event
 	// Status records instants to the second, so several events often share one. They are ordered by the
 	// key generation they belong to (g: the key's position, oldest first) and then by a rank: what ended a
-	// key (its revocation, its expiry) comes with its successor's generation, just before the successor's
-	// issue; a key's retirement comes just after it.
+	// key before its successor was issued (its revocation, its expiry) comes with its successor's
+	// generation, just before the successor's issue; a key's retirement comes just after it, and so does
+	// the revocation of a key that a rotation had replaced within that same second (rotate, then revoke
+	// the old key).
+	const (
+		rankEndedBefore = iota // revoked or expired, then the successor issued
+		rankIssued
+		rankRetiring
+		rankEndedAfter // revoked after the rotation that replaced it
+		rankLastUsed
+		rankExpires
+		rankScheduled
+	)
 	type order struct{ gen, rank int }
 	var orders []order
 	add := func(gen, rank int, e Event) {
@@ -78,20 +90,26 @@ func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 		}
 		issued := key.IssuedAt.Time
 		switch {
-		case older != nil && validAt(*older, issued):
-			add(g, 1, Event{At: issued, Kind: EventRotated, KeyID: key.ID, Message: "key " + key.ID + " issued, replacing " + older.ID})
+		case older != nil && rotated(*older, key, overlap):
+			add(g, rankIssued, Event{At: issued, Kind: EventRotated, KeyID: key.ID, Message: "key " + key.ID + " issued, replacing " + older.ID})
 		case older != nil && older.RevokedAt != nil && !older.RevokedAt.After(issued) && issued.Sub(older.RevokedAt.Time) < 2*time.Second:
-			add(g, 1, Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued after " + older.ID + " was revoked"})
+			add(g, rankIssued, Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued after " + older.ID + " was revoked"})
 		default:
-			add(g, 1, Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued"})
+			add(g, rankIssued, Event{At: issued, Kind: EventIssued, KeyID: key.ID, Message: "key " + key.ID + " issued"})
 		}
-		if newer != nil && validAt(key, newer.IssuedAt.Time) && key.NotAfter.After(newer.IssuedAt.Time) {
+		rotatedOut := newer != nil && rotated(key, *newer, overlap)
+		if rotatedOut && key.NotAfter.After(newer.IssuedAt.Time) {
+			// Accepted until the end of its overlap, or until its revocation if that came first.
 			until := key.NotAfter.Time
-			add(g+1, 2, Event{At: newer.IssuedAt.Time, Kind: EventRetiring, KeyID: key.ID, Until: &until,
-				Message: "key " + key.ID + " retiring, accepted until " + until.UTC().Format(time.RFC3339) + " (" + Relative(until, now) + ")"})
+			msg := "key " + key.ID + " retiring, accepted until " + until.UTC().Format(time.RFC3339) + " (" + Relative(until, now) + ")"
+			if key.RevokedAt != nil && key.RevokedAt.Time.Before(until) {
+				until = key.RevokedAt.Time
+				msg = "key " + key.ID + " retiring, accepted until its revocation at " + until.UTC().Format(time.RFC3339) + " (" + Relative(until, now) + ")"
+			}
+			add(g+1, rankRetiring, Event{At: newer.IssuedAt.Time, Kind: EventRetiring, KeyID: key.ID, Until: &until, Message: msg})
 		}
 		if key.LastUsedAt != nil {
-			add(g, 3, Event{At: key.LastUsedAt.Time, Kind: EventLastUsed, KeyID: key.ID, Message: "key " + key.ID + " last used"})
+			add(g, rankLastUsed, Event{At: key.LastUsedAt.Time, Kind: EventLastUsed, KeyID: key.ID, Message: "key " + key.ID + " last used"})
 		}
 		switch {
 		case key.RevokedAt != nil:
@@ -99,21 +117,25 @@ func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 			if key.Reason != "" {
 				msg += " (" + key.Reason + ")"
 			}
-			add(g+1, 0, Event{At: key.RevokedAt.Time, Kind: EventRevoked, KeyID: key.ID, Reason: key.Reason, Message: msg})
+			rank := rankEndedBefore
+			if rotatedOut {
+				rank = rankEndedAfter
+			}
+			add(g+1, rank, Event{At: key.RevokedAt.Time, Kind: EventRevoked, KeyID: key.ID, Reason: key.Reason, Message: msg})
 		case key.State == v1alpha1.KeyRevoked:
 			// Revoked without a time (an older writer): nothing to place on the timeline.
 		case key.State == v1alpha1.KeyExpired || !now.Before(key.NotAfter.Time):
-			add(g+1, 0, Event{At: key.NotAfter.Time, Kind: EventExpired, KeyID: key.ID, Message: "key " + key.ID + " expired"})
+			add(g+1, rankEndedBefore, Event{At: key.NotAfter.Time, Kind: EventExpired, KeyID: key.ID, Message: "key " + key.ID + " expired"})
 		default:
 			msg := "key " + key.ID + " expires"
 			if key.State == v1alpha1.KeyRetiring {
 				msg = "retiring key " + key.ID + " stops being accepted"
 			}
-			add(g, 4, Event{At: key.NotAfter.Time, Kind: EventExpires, KeyID: key.ID, Message: msg})
+			add(g, rankExpires, Event{At: key.NotAfter.Time, Kind: EventExpires, KeyID: key.ID, Message: msg})
 		}
 	}
 	if t := k.Status.NextRotationAt; t != nil && t.After(now) && !k.Spec.Disabled {
-		add(len(ks), 5, Event{At: t.Time, Kind: EventRotationScheduled, KeyID: k.Status.CurrentKeyID, Message: "next scheduled rotation"})
+		add(len(ks), rankScheduled, Event{At: t.Time, Kind: EventRotationScheduled, KeyID: k.Status.CurrentKeyID, Message: "next scheduled rotation"})
 	}
 	idx := make([]int, len(evs))
 	for i := range idx {
@@ -134,6 +156,31 @@ func Timeline(k *v1alpha1.ApiKey, now time.Time) []Event {
 	}
 	evs = sorted
 	return evs
+}
+
+// rotated reports whether newer replaced older in a rotation: older was accepted when newer was issued,
+// or was revoked within that same second (status records seconds: rotate, then revoke the old key) after
+// the rotation had shortened its notAfter to newer's issue + the overlap, as a rotation does
+// (internal/rotation: Decide, step 4). A revocation that came first (the current key revoked, then a
+// fresh key at once) leaves notAfter alone, so it is no rotation.
+func rotated(older, newer v1alpha1.IssuedKey, overlap time.Duration) bool {
+	issued := newer.IssuedAt.Time
+	if validAt(older, issued) {
+		return true
+	}
+	return older.RevokedAt != nil && older.RevokedAt.Time.Equal(issued) && !older.IssuedAt.After(issued) &&
+		older.NotAfter.Time.Equal(issued.Add(overlap).Truncate(time.Second))
+}
+
+// overlapOf is the ApiKey's rotation overlap: status.effective's, else what its spec gives.
+func overlapOf(k *v1alpha1.ApiKey) time.Duration {
+	if e := k.Status.Effective; e != nil && e.Overlap != nil {
+		return e.Overlap.Duration
+	}
+	if e, err := k.Spec.Effective(); err == nil && e.Overlap != nil {
+		return e.Overlap.Duration
+	}
+	return -1 // unknown: no notAfter matches
 }
 
 // validAt reports whether k was accepted at t (issued, not yet revoked, before its notAfter). A key whose

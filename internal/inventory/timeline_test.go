@@ -77,12 +77,35 @@ func TestTimeline(t *testing.T) {
 			key("c", v1alpha1.KeyActive, -time.Hour, 90*day),
 			revoked(key("b", v1alpha1.KeyActive, -20*day, 70*day), -5*day, "Disabled"),
 			revoked(key("a", v1alpha1.KeyActive, -40*day, 50*day), -5*day, "Disabled"),
-		}, want: "40d ago Issued a\n20d ago Rotated b\n20d ago Retiring a until in 50d\n5d ago Revoked a (Disabled)\n5d ago Revoked b (Disabled)\n1h ago Issued c\nin 90d Expires c [future]"},
+		}, want: "40d ago Issued a\n20d ago Rotated b\n20d ago Retiring a until 5d ago\n5d ago Revoked a (Disabled)\n5d ago Revoked b (Disabled)\n1h ago Issued c\nin 90d Expires c [future]"},
 		{name: "three revocations within one second keep their order", keys: []v1alpha1.IssuedKey{
 			key("c", v1alpha1.KeyActive, -2*time.Hour, 90*day),
 			revoked(key("b", v1alpha1.KeyActive, -2*time.Hour, 90*day), -2*time.Hour, "Manual"),
 			revoked(key("a", v1alpha1.KeyActive, -3*time.Hour, 90*day), -2*time.Hour, "Manual"),
 		}, want: "3h ago Issued a\n2h ago Revoked a (Manual)\n2h ago Issued b\n2h ago Revoked b (Manual)\n2h ago Issued c\nin 90d Expires c [future]"},
+		// A rotation shortens the old key's notAfter to the new key's issue + the overlap (1d here); a
+		// revocation of the old key in that same second is still after the rotation.
+		{name: "rotate, then revoke the old key in the same second", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			revoked(key("a", v1alpha1.KeyRetiring, -30*day, -time.Hour+day), -time.Hour, "Manual"),
+		}, want: "30d ago Issued a\n1h ago Rotated b\n1h ago Retiring a until 1h ago\n1h ago Revoked a (Manual)\nin 90d Expires b [future]"},
+		{name: "rotate, then revoke the old key a second later", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			revoked(key("a", v1alpha1.KeyRetiring, -30*day, -time.Hour+day), -time.Hour+time.Second, "Manual"),
+		}, want: "30d ago Issued a\n1h ago Rotated b\n1h ago Retiring a until 59m ago\n59m ago Revoked a (Manual)\nin 90d Expires b [future]"},
+		{name: "rotate, then revoke both keys in the same second: a fresh key", keys: []v1alpha1.IssuedKey{
+			key("c", v1alpha1.KeyActive, -time.Hour, 90*day),
+			revoked(key("b", v1alpha1.KeyActive, -time.Hour, 90*day), -time.Hour, "Manual"),
+			revoked(key("a", v1alpha1.KeyRetiring, -30*day, -time.Hour+day), -time.Hour, "Manual"),
+		}, want: "30d ago Issued a\n1h ago Rotated b\n1h ago Retiring a until 1h ago\n1h ago Revoked a (Manual)\n1h ago Revoked b (Manual)\n1h ago Issued c\nin 90d Expires c [future]"},
+		{name: "revoke the current key, then its fresh key issued in the same second (notAfter untouched): no rotation", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -time.Hour, 90*day),
+			revoked(key("a", v1alpha1.KeyActive, -30*day, 60*day), -time.Hour, "Manual"),
+		}, want: "30d ago Issued a\n1h ago Revoked a (Manual)\n1h ago Issued b\nin 90d Expires b [future]"},
+		{name: "a rotated-out key revoked during its overlap: retiring until the revocation", keys: []v1alpha1.IssuedKey{
+			key("b", v1alpha1.KeyActive, -10*time.Hour, 90*day),
+			revoked(key("a", v1alpha1.KeyRetiring, -30*day, -10*time.Hour+day), -2*time.Hour, "Manual"),
+		}, want: "30d ago Issued a\n10h ago Rotated b\n10h ago Retiring a until 2h ago\n2h ago Revoked a (Manual)\nin 90d Expires b [future]"},
 		{name: "a key whose notAfter passed before keysmith recorded it", keys: []v1alpha1.IssuedKey{
 			key("a", v1alpha1.KeyActive, -91*day, -day),
 		}, want: "91d ago Issued a\n24h ago Expired a"},
@@ -111,6 +134,28 @@ func TestTimeline(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The overlap that recognises a rotation comes from status.effective, else from the spec (here 2h).
+func TestTimelineSameSecondOverlapFromSpec(t *testing.T) {
+	k := apiKey(func(k *v1alpha1.ApiKey) {
+		k.Status.Effective = nil
+		k.Spec.Rotation.Overlap = dur(2 * time.Hour)
+		k.Status.NextRotationAt = nil
+		k.Status.CurrentKeyID = "b"
+		k.Status.Keys = []v1alpha1.IssuedKey{
+			{ID: "b", State: v1alpha1.KeyActive, IssuedAt: at(-time.Hour), NotAfter: at(90 * day)},
+			{ID: "a", State: v1alpha1.KeyRevoked, Reason: "Manual", IssuedAt: at(-30 * day), NotAfter: at(time.Hour), RevokedAt: atp(-time.Hour)},
+		}
+	})
+	want := "30d ago Issued a\n1h ago Rotated b\n1h ago Retiring a until 1h ago\n1h ago Revoked a (Manual)\nin 90d Expires b [future]"
+	if got := line(Timeline(k, now)); got != want {
+		t.Errorf("timeline:\n%s\nwant:\n%s", got, want)
+	}
+	evs := Timeline(k, now)
+	if evs[1].Message != "key b issued, replacing a" || evs[2].Message != "key a retiring, accepted until its revocation at "+at(-time.Hour).UTC().Format(time.RFC3339)+" (1h ago)" {
+		t.Errorf("messages %q, %q", evs[1].Message, evs[2].Message)
 	}
 }
 
