@@ -13,6 +13,16 @@ const (
 	keepalive = 15 * time.Second
 )
 
+// A stalled client (a suspended tab, a process that stopped reading) must not hold one of the
+// maxStreams slots for ever: each write has streamWriteTimeout to complete (http.ResponseController's
+// write deadline), and a stream ends after streamMaxLife with an "event: reconnect" that the page
+// answers by opening a new one at once (a stream whose client reads nothing can live that long, as long
+// as the socket buffers take the writes). Variables for tests.
+var (
+	streamWriteTimeout = 10 * time.Second
+	streamMaxLife      = 10 * time.Minute
+)
+
 // events streams a snapshot now and after every change, as Server-Sent Events (event: snapshot).
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	select {
@@ -33,21 +43,31 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer tick.Stop()
 	ping := time.NewTicker(keepalive)
 	defer ping.Stop()
+	end := time.NewTimer(streamMaxLife)
+	defer end.Stop()
+	// write sends one event within streamWriteTimeout; false when the client did not take it.
+	write := func(b []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	send := func() (<-chan struct{}, bool) {
 		st := s.store.state()
 		b, err := marshal(buildSnapshot(st, s.now()))
 		if err != nil {
 			return nil, false
 		}
-		if _, err := w.Write(append(append([]byte("event: snapshot\ndata: "), b...), '\n', '\n')); err != nil {
-			return nil, false
-		}
-		return st.changed, rc.Flush() == nil
+		return st.changed, write(append(append([]byte("event: snapshot\ndata: "), b...), '\n', '\n'))
 	}
 	changed, ok := send()
 	for ok {
 		select {
 		case <-ctx.Done():
+			return
+		case <-end.C:
+			write([]byte("event: reconnect\ndata: {}\n\n"))
 			return
 		case <-changed:
 			// Let a burst of watch events (a rotation writes status and the Secret) settle.
@@ -60,9 +80,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 			changed, ok = send()
 		case <-ping.C:
-			if _, err := w.Write([]byte(": ping\n\n")); err != nil || rc.Flush() != nil {
-				return
-			}
+			ok = write([]byte(": ping\n\n"))
 		}
 	}
 }

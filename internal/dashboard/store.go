@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -31,13 +32,37 @@ type store struct {
 	notice  string // why the scope is narrower than asked
 	changed chan struct{}
 	version uint64
+
+	// retry is the relist backoff (tests shorten it).
+	retry backoff
+}
+
+// backoff is how long run waits before listing again after a failed list or watch, or a watch that
+// ended sooner than ResetAfter (an API server that closes every watch at once must not be listed in a
+// tight loop): Min doubling to Max, each wait drawn at random in [d/2, d] (jitter, so that many
+// dashboards do not relist in step). A watch that lived ResetAfter or longer starts again from Min, and
+// is listed again at once.
+type backoff struct {
+	Min, Max, ResetAfter time.Duration
+	// OnWait, if set, is told of every wait (tests).
+	OnWait func(time.Duration)
+}
+
+var defaultBackoff = backoff{Min: time.Second, Max: 30 * time.Second, ResetAfter: time.Minute}
+
+// jitter returns a wait in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
 }
 
 func newStore(c client.WithWatch, ns, fallback string) *store {
 	if fallback == "" {
 		fallback = "default"
 	}
-	return &store{c: c, explicit: ns != "", ns: ns, fallback: fallback, items: map[string]*v1alpha1.ApiKey{}, changed: make(chan struct{})}
+	return &store{c: c, explicit: ns != "", ns: ns, fallback: fallback, items: map[string]*v1alpha1.ApiKey{}, changed: make(chan struct{}), retry: defaultBackoff}
 }
 
 // state is a consistent copy of what the store holds.
@@ -85,28 +110,49 @@ func (s *store) update(f func()) {
 	s.mu.Unlock()
 }
 
-// run lists and watches until ctx ends, listing again after a broken or expired watch.
+// run lists and watches until ctx ends, listing again after a broken, expired or closed watch: at once
+// after a watch that lived long enough (the API server ends every watch after a while), else after a
+// backoff with jitter (see backoff).
 func (s *store) run(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	b := s.retry
+	next := b.Min
 	for ctx.Err() == nil {
 		rv, err := s.list(ctx)
 		if err == nil {
-			backoff = 500 * time.Millisecond
+			started := time.Now()
 			err = s.watch(ctx, rv)
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(started) >= b.ResetAfter {
+				next = b.Min
+				if err == nil || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+					continue // closed by the server, or too old, after a healthy life: list again at once
+				}
+			}
 			if err == nil || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-				continue // closed by the server, or too old: list again at once
+				err = nil // ended soon: not an error to show, but no reason to list again at once
 			}
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		s.update(func() { s.err, s.live = err, false })
+		s.update(func() {
+			s.live = false
+			if err != nil {
+				s.err = err
+			}
+		})
+		wait := jitter(next)
+		if b.OnWait != nil {
+			b.OnWait(wait)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		next = min(2*next, b.Max)
 	}
 }
 

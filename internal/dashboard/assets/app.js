@@ -55,6 +55,7 @@
   }
 
   // Server-Sent Events over fetch (EventSource cannot send the token header).
+  let reconnectNow = false; // set by the server's "event: reconnect" before it ends a stream
   async function stream() {
     let backoff = 500;
     while (!authFailed) {
@@ -78,6 +79,7 @@
         }
       } catch (e) { /* reconnect below */ }
       if (authFailed) return;
+      if (reconnectNow) { reconnectNow = false; continue; } // the server ends each stream after a while
       setStatus('broken', 'reconnecting…');
       await new Promise((r) => setTimeout(r, backoff));
       backoff = Math.min(backoff * 2, 10000);
@@ -95,6 +97,7 @@
       if (field === 'event') event = value; else if (field === 'data') data.push(value);
     }
     if (event === 'snapshot' && data.length) render(JSON.parse(data.join('\n')));
+    else if (event === 'reconnect') reconnectNow = true;
   }
 
   // ---- rendering ----------------------------------------------------------------------------------
