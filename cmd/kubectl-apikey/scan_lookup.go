@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -172,18 +173,32 @@ func (r *scanReport) classify(idx scanIndex, now time.Time) {
 
 // scanRevocation is what --revoke did to one ApiKey.
 type scanRevocation struct {
-	ApiKey  scanAPIKeyRef `json:"apiKey"`
-	KeyIDs  []string      `json:"keyIDs"`
-	Message string        `json:"message"`
-	// Confirmed is whether keysmith recorded the revocation in status within --timeout.
-	Confirmed bool    `json:"confirmed"`
-	Seconds   float64 `json:"seconds"`
-	Error     string  `json:"error,omitempty"`
+	ApiKey scanAPIKeyRef `json:"apiKey"`
+	KeyIDs []string      `json:"keyIDs"`
+	// Refused is whether the API server, read back, holds the revocation of every key: every verifier
+	// refuses them from its next request on, with or without keysmith's operator (docs/security.md).
+	// RefusedMessage says why, RefusedSeconds when it was first read back.
+	Refused        bool    `json:"refused"`
+	RefusedMessage string  `json:"refusedMessage,omitempty"`
+	RefusedSeconds float64 `json:"refusedSeconds,omitempty"`
+	// Recorded is whether keysmith recorded the revocation in status within --timeout; Message says
+	// what it recorded (or, when it did not, what the API server holds), Seconds how long the wait took.
+	Recorded bool    `json:"recorded"`
+	Message  string  `json:"message,omitempty"`
+	Seconds  float64 `json:"seconds"`
+	// Warning says that keysmith has not recorded it (the keys are refused all the same); Error that the
+	// revocation failed: the keys may still be accepted.
+	Warning string `json:"warning,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // revokeLive revokes every live key found, one request per ApiKey (internal/actions: the
-// keysmith.dev/revoke annotation with the key ids, appended to a pending value), then waits until
-// keysmith records each in status. Progress goes to progress (standard error).
+// keysmith.dev/revoke annotation with the key ids, appended to a pending value), then, for every ApiKey
+// at once, reads the ApiKey back until the API server holds the revocation (every verifier refuses the
+// keys from then on) and waits, for at most timeout, until keysmith records it in status
+// (actions.WaitRevocation). ctx carries no deadline of its own: the timeout is the wait's, so that a wait
+// that runs out says why (the ApiKey's state), and a revocation keysmith does not record in time is a
+// warning, not an error. Progress goes to progress (standard error).
 func (r *scanReport) revokeLive(ctx context.Context, c client.Client, timeout time.Duration, progress io.Writer) error {
 	byKey := map[types.NamespacedName][]string{}
 	for _, it := range r.items {
@@ -200,10 +215,7 @@ func (r *scanReport) revokeLive(ctx context.Context, c client.Client, timeout ti
 		targets = append(targets, k)
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].String() < targets[j].String() })
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(timeout)
-	}
+	var mu sync.Mutex // progress and failed, written by the waits
 	var failed []string
 	type sent struct {
 		rev *scanRevocation
@@ -222,23 +234,47 @@ func (r *scanReport) revokeLive(ctx context.Context, c client.Client, timeout ti
 		fmt.Fprintf(progress, "revoking key %s of ApiKey %s: %s\n", strings.Join(byKey[k], ", "), k, req.Message)
 		pending = append(pending, sent{rev: rev, req: req})
 	}
+	var wg sync.WaitGroup
 	for _, p := range pending {
-		res, err := actions.WaitRevoked(ctx, c, p.req, time.Until(deadline))
-		p.rev.Seconds = res.Waited.Seconds()
-		if err != nil {
-			p.rev.Error = err.Error()
-			failed = append(failed, err.Error())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ref := p.rev.ApiKey.String()
+			res, err := actions.WaitRevocation(ctx, c, p.req, timeout, func(step actions.Result) {
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(progress, "ApiKey %s: %s (read back from the API server after %.2f s)\n", ref, step.Message, step.Waited.Seconds())
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			rev := p.rev
+			rev.Seconds = res.Waited.Seconds()
+			rev.Refused, rev.RefusedMessage, rev.RefusedSeconds = res.Enforced, res.EnforcedMessage, res.EnforcedAfter.Seconds()
+			if err != nil {
+				rev.Error = err.Error()
+				failed = append(failed, fmt.Sprintf("%s: %v", ref, err))
+				return
+			}
+			rev.Recorded, rev.Message, rev.Warning = res.Recorded, res.Message, res.Warning
+			if rev.Warning != "" {
+				fmt.Fprintf(progress, "warning: ApiKey %s: %s\n", ref, rev.Warning)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, rev := range r.revocations {
+		if !rev.Refused {
 			continue
 		}
-		p.rev.Confirmed, p.rev.Message = true, res.Message
 		for i := range r.items {
 			it := &r.items[i]
-			if it.apiKey != nil && *it.apiKey == p.rev.ApiKey && slices.Contains(p.rev.KeyIDs, it.f.ID()) {
+			if it.apiKey != nil && *it.apiKey == rev.ApiKey && slices.Contains(rev.KeyIDs, it.f.ID()) {
 				it.revoked = true
 			}
 		}
 	}
 	if len(failed) > 0 {
+		sort.Strings(failed)
 		return fmt.Errorf("--revoke: %s", strings.Join(failed, "; "))
 	}
 	return nil

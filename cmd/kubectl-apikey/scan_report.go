@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -156,15 +159,33 @@ func (r *scanReport) text(w io.Writer) error {
 	if len(r.revocations) > 0 {
 		fmt.Fprintln(w)
 		for _, rev := range r.revocations {
+			if !rev.Refused {
+				fmt.Fprintf(w, "NOT REVOKED: ApiKey %s, key %s: %s\n", rev.ApiKey, strings.Join(rev.KeyIDs, ", "), rev.Error)
+				continue
+			}
+			fmt.Fprintf(w, "ApiKey %s: %s (read back from the API server after %.1f s)\n", rev.ApiKey, rev.RefusedMessage, rev.RefusedSeconds)
 			switch {
+			case rev.Recorded:
+				fmt.Fprintf(w, "ApiKey %s: keysmith recorded it after %.1f s: %s\n", rev.ApiKey, rev.Seconds, rev.Message)
+			case rev.Warning != "":
+				fmt.Fprintf(w, "ApiKey %s: warning: %s\n", rev.ApiKey, rev.Warning)
 			case rev.Error != "":
-				fmt.Fprintf(w, "NOT CONFIRMED %s, key %s: %s\n", rev.ApiKey, strings.Join(rev.KeyIDs, ", "), rev.Error)
-			default:
-				fmt.Fprintf(w, "ApiKey %s: %s (confirmed in status after %.1f s)\n", rev.ApiKey, rev.Message, rev.Seconds)
+				fmt.Fprintf(w, "ApiKey %s: error: %s\n", rev.ApiKey, rev.Error)
 			}
 		}
 	}
 	return nil
+}
+
+// truncatedNote says how many findings were not kept, and that the keys among them may be live.
+func (r *scanReport) truncatedNote() string {
+	res := r.res
+	msg := fmt.Sprintf("%d more finding%s not reported (at most %d are kept per file and %d in all)",
+		res.Truncated, scanPlural(res.Truncated), scan.DefaultMaxFindingsPerFile, scan.DefaultMaxFindings)
+	if res.TruncatedKeys > 0 {
+		msg += fmt.Sprintf(", %d of them with a valid checksum: not looked up, possibly live", res.TruncatedKeys)
+	}
+	return msg
 }
 
 // counts returns the findings by state, in a fixed order.
@@ -211,6 +232,9 @@ func (r *scanReport) summaryLine() string {
 			name = "not a key (bad checksum)"
 		}
 		parts = append(parts, fmt.Sprintf("%d %s", by[s], name))
+	}
+	if r.res.Truncated > 0 {
+		parts = append(parts, fmt.Sprintf("%d more not reported (truncated)", r.res.Truncated))
 	}
 	found := "no keys found"
 	if len(parts) > 0 {
@@ -275,6 +299,10 @@ type scanJSONSummary struct {
 	Findings      int            `json:"findings"`
 	Live          int            `json:"live"`
 	ByState       map[string]int `json:"byState"`
+	// Truncated counts the findings not reported (past the limits on findings kept), TruncatedKeys those
+	// of them whose checksum holds (not looked up: possibly live).
+	Truncated     int `json:"truncated"`
+	TruncatedKeys int `json:"truncatedKeys,omitempty"`
 }
 
 type scanJSON struct {
@@ -283,6 +311,7 @@ type scanJSON struct {
 	Summary  scanJSONSummary   `json:"summary"`
 	Revoked  []*scanRevocation `json:"revocations,omitempty"`
 	Problems []string          `json:"problems,omitempty"`
+	Warnings []string          `json:"warnings,omitempty"`
 }
 
 func (r *scanReport) json() scanJSON {
@@ -302,9 +331,14 @@ func (r *scanReport) json() scanJSON {
 	_, by := r.counts()
 	res := r.res
 	out.Summary = scanJSONSummary{Files: res.Files, Bytes: res.Bytes, Blobs: res.Blobs, BlobBytes: res.BlobBytes,
-		BinarySkipped: res.Binary, Seconds: res.Elapsed.Seconds(), Findings: len(r.items), Live: r.live(), ByState: by}
+		BinarySkipped: res.Binary, Seconds: res.Elapsed.Seconds(), Findings: len(r.items), Live: r.live(), ByState: by,
+		Truncated: res.Truncated, TruncatedKeys: res.TruncatedKeys}
 	for _, p := range res.Problems {
 		out.Problems = append(out.Problems, p.Error())
+	}
+	out.Warnings = res.Warnings
+	if res.Truncated > 0 {
+		out.Warnings = append(slices.Clone(out.Warnings), r.truncatedNote())
 	}
 	return out
 }
@@ -324,9 +358,15 @@ type sarifLog struct {
 }
 
 type sarifRun struct {
-	Tool        sarifTool         `json:"tool"`
+	Tool sarifTool `json:"tool"`
+	// OriginalURIBaseIDs maps each uriBaseId (%SRCROOT% for the repository the scan ran in) to the top
+	// of its git work tree, as a file URI.
+	OriginalURIBaseIDs map[string]sarifArtifactLocation `json:"originalUriBaseIds,omitempty"`
+	// ColumnKind says how columns count: UTF-16 code units, SARIF's default, said explicitly.
+	ColumnKind  string            `json:"columnKind"`
 	Results     []sarifResult     `json:"results"`
 	Invocations []sarifInvocation `json:"invocations,omitempty"`
+	Properties  map[string]any    `json:"properties,omitempty"`
 }
 
 type sarifTool struct {
@@ -380,7 +420,8 @@ type sarifPhysicalLocation struct {
 }
 
 type sarifArtifactLocation struct {
-	URI string `json:"uri"`
+	URI       string `json:"uri"`
+	URIBaseID string `json:"uriBaseId,omitempty"`
 }
 
 type sarifRegion struct {
@@ -390,7 +431,13 @@ type sarifRegion struct {
 }
 
 type sarifInvocation struct {
-	ExecutionSuccessful bool `json:"executionSuccessful"`
+	ExecutionSuccessful        bool                `json:"executionSuccessful"`
+	ToolExecutionNotifications []sarifNotification `json:"toolExecutionNotifications,omitempty"`
+}
+
+type sarifNotification struct {
+	Level   string    `json:"level"`
+	Message sarifText `json:"message"`
 }
 
 const scanRunbook = "Revoke it at once by its id (`kubectl apikey scan --revoke PATH`, or `kubectl -n NAMESPACE annotate apikey NAME keysmith.dev/revoke=<id>`: docs/lifecycle.md, Emergency revocation), then remove it from the file and from git history."
@@ -469,12 +516,83 @@ func scanEscapePath(p string) string {
 	return b.String()
 }
 
+// sarifBases names the work trees the findings are in: %SRCROOT% for the one the working directory is
+// in (else the first), %SRCROOT2%, %SRCROOT3%... for the others.
+func sarifBases(items []scanItem) map[string]string {
+	var roots []string
+	for _, it := range items {
+		if it.f.RepoRoot != "" && !slices.Contains(roots, it.f.RepoRoot) {
+			roots = append(roots, it.f.RepoRoot)
+		}
+	}
+	sort.Strings(roots)
+	if wd, err := os.Getwd(); err == nil {
+		if real, err := filepath.EvalSymlinks(wd); err == nil {
+			wd = real
+		}
+		best := -1
+		for i, root := range roots {
+			if rel, err := filepath.Rel(root, wd); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				if best < 0 || len(root) > len(roots[best]) {
+					best = i
+				}
+			}
+		}
+		if best > 0 {
+			roots[0], roots[best] = roots[best], roots[0]
+		}
+	}
+	bases := map[string]string{}
+	for i, root := range roots {
+		id := "%SRCROOT%"
+		if i > 0 {
+			id = fmt.Sprintf("%%SRCROOT%d%%", i+1)
+		}
+		bases[root] = id
+	}
+	return bases
+}
+
+// sarifDirURI is directory dir (absolute) as a file URI ending in "/".
+func sarifDirURI(dir string) string {
+	u := "file://" + scanEscapePath(filepath.ToSlash(dir))
+	if !strings.HasSuffix(u, "/") {
+		u += "/"
+	}
+	if !strings.HasPrefix(u, "file:///") { // a Windows drive: file:///C:/...
+		u = "file:///" + strings.TrimPrefix(u, "file://")
+	}
+	return u
+}
+
 func (r *scanReport) sarif() sarifLog {
+	notes := []sarifNotification{}
+	for _, w := range r.res.Warnings {
+		notes = append(notes, sarifNotification{Level: "warning", Message: sarifText{Text: w}})
+	}
+	for _, p := range r.res.Problems {
+		notes = append(notes, sarifNotification{Level: "error", Message: sarifText{Text: "not scanned: " + p.Error()}})
+	}
+	if r.res.Truncated > 0 {
+		notes = append(notes, sarifNotification{Level: "warning", Message: sarifText{Text: r.truncatedNote()}})
+	}
 	run := sarifRun{
 		Tool: sarifTool{Driver: sarifDriver{Name: "keysmith", FullName: "kubectl apikey scan (keysmith)",
 			InformationURI: "https://github.com/keysmith-dev/keysmith", Rules: scanRules}},
+		ColumnKind:  "utf16CodeUnits",
 		Results:     []sarifResult{},
-		Invocations: []sarifInvocation{{ExecutionSuccessful: len(r.res.Problems) == 0}},
+		Invocations: []sarifInvocation{{ExecutionSuccessful: len(r.res.Problems) == 0, ToolExecutionNotifications: notes}},
+		Properties:  map[string]any{"truncated": r.res.Truncated},
+	}
+	if r.res.TruncatedKeys > 0 {
+		run.Properties["truncatedKeys"] = r.res.TruncatedKeys
+	}
+	bases := sarifBases(r.items)
+	for root, id := range bases {
+		if run.OriginalURIBaseIDs == nil {
+			run.OriginalURIBaseIDs = map[string]sarifArtifactLocation{}
+		}
+		run.OriginalURIBaseIDs[id] = sarifArtifactLocation{URI: sarifDirURI(root)}
 	}
 	for _, it := range r.items {
 		f := it.f
@@ -487,6 +605,9 @@ func (r *scanReport) sarif() sarifLog {
 		switch {
 		case !f.Valid:
 			msg = fmt.Sprintf("%s is shaped like a keysmith key but its checksum does not hold: not a key.", f.Redacted)
+		case it.revoked:
+			msg = fmt.Sprintf("keysmith key %s (id %s) of ApiKey %s was %s when found, and this scan revoked it: every verifier refuses it. It is still in the file.",
+				f.Redacted, f.ID(), it.apiKey, it.state)
 		case it.apiKey != nil:
 			msg = fmt.Sprintf("keysmith key %s (id %s) of ApiKey %s is %s", f.Redacted, f.ID(), it.apiKey, it.state)
 			if it.detail != "" {
@@ -501,9 +622,6 @@ func (r *scanReport) sarif() sarifLog {
 		if f.Commit != "" {
 			msg += " Found in git history, added by commit " + f.Commit + "."
 		}
-		if it.revoked {
-			msg += " Revoked by this scan."
-		}
 		props := map[string]any{"state": it.state, "prefix": f.Prefix, "environment": f.Environment}
 		if id := f.ID(); id != "" {
 			props["keyId"] = id
@@ -517,17 +635,25 @@ func (r *scanReport) sarif() sarifLog {
 		if it.revoked {
 			props["revokedByThisScan"] = true
 		}
+		loc := sarifArtifactLocation{URI: sarifURI(f.Path)}
+		if id, ok := bases[f.RepoRoot]; ok && f.RepoRoot != "" && f.RepoPath != "" {
+			loc = sarifArtifactLocation{URI: scanEscapePath(f.RepoPath), URIBaseID: id}
+		}
 		fp := f.ID()
 		if fp == "" {
 			fp = f.Redacted
 		}
+		col := f.ColumnUTF16
+		if col < 1 {
+			col = f.Column
+		}
 		run.Results = append(run.Results, sarifResult{
 			RuleID: rule.ID, RuleIndex: i, Level: rule.DefaultConfiguration.Level, Message: sarifText{Text: msg},
 			Locations: []sarifLocation{{PhysicalLocation: sarifPhysicalLocation{
-				ArtifactLocation: sarifArtifactLocation{URI: sarifURI(f.Path)},
-				Region:           sarifRegion{StartLine: f.Line, StartColumn: f.Column, EndColumn: f.Column + len(f.Prefix) + 6 + keys.BodyLength},
+				ArtifactLocation: loc,
+				Region:           sarifRegion{StartLine: f.Line, StartColumn: col, EndColumn: col + len(f.Prefix) + 6 + keys.BodyLength},
 			}}},
-			PartialFingerprints: map[string]string{"keysmithFinding/v1": fp + ":" + sarifURI(f.Path)},
+			PartialFingerprints: map[string]string{"keysmithFinding/v1": fp + ":" + loc.URI},
 			Properties:          props,
 		})
 	}

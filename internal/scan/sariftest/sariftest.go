@@ -12,8 +12,10 @@ import (
 // Validate checks b: version 2.1.0, a $schema URI, runs, each run's tool.driver.name and rules (unique
 // ids), and each result's ruleId (a rule of the driver, at ruleIndex), level, message.text and one
 // physical location with a relative URI (or a file URI) and a region (startLine and startColumn from 1,
-// endColumn past startColumn); security-severity, where given, a number from 0 to 10 in a string, as
-// GitHub reads it. It returns the results' rule ids in order.
+// endColumn past startColumn); a uriBaseId only on a relative URI, and named in the run's
+// originalUriBaseIds by an absolute file URI ending in "/"; columnKind, where given, utf16CodeUnits or
+// unicodeCodePoints; security-severity, where given, a number from 0 to 10 in a string, as GitHub reads
+// it. It returns the results' rule ids in order.
 func Validate(b []byte) (ruleIDs []string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -39,6 +41,21 @@ func Validate(b []byte) (ruleIDs []string, err error) {
 		driver := obj(obj(run, "tool"), "driver")
 		if str(driver, "name") == "" {
 			return nil, fmt.Errorf("run %d: tool.driver.name is empty", ri)
+		}
+		switch k := str(run, "columnKind"); k {
+		case "", "utf16CodeUnits", "unicodeCodePoints":
+		default:
+			return nil, fmt.Errorf("run %d: columnKind %q", ri, k)
+		}
+		bases := map[string]bool{}
+		if b, ok := run["originalUriBaseIds"]; ok {
+			for id, v := range b.(map[string]any) {
+				u := str(v.(map[string]any), "uri")
+				if !strings.HasPrefix(u, "file:///") || !strings.HasSuffix(u, "/") {
+					return nil, fmt.Errorf("run %d: originalUriBaseIds[%s] is %q, not an absolute file URI of a directory", ri, id, u)
+				}
+				bases[id] = true
+			}
 		}
 		ids := map[string]int{}
 		for i, r := range arr(driver, "rules") {
@@ -91,9 +108,15 @@ func Validate(b []byte) (ruleIDs []string, err error) {
 				return nil, fmt.Errorf("result %d: %d locations, want 1", i, len(locs))
 			}
 			pl := obj(locs[0].(map[string]any), "physicalLocation")
-			uri := str(obj(pl, "artifactLocation"), "uri")
+			al := obj(pl, "artifactLocation")
+			uri := str(al, "uri")
 			if uri == "" || strings.Contains(uri, `\`) || strings.HasPrefix(uri, "./") || strings.HasPrefix(uri, "/") {
 				return nil, fmt.Errorf("result %d: uri %q", i, uri)
+			}
+			if base := str(al, "uriBaseId"); base != "" {
+				if strings.Contains(uri, ":") || !bases[base] {
+					return nil, fmt.Errorf("result %d: uri %q with uriBaseId %q (bases %v)", i, uri, base, bases)
+				}
 			}
 			region := obj(pl, "region")
 			line, _ := region["startLine"].(float64)
