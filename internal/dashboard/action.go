@@ -109,13 +109,11 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		apiError(w, err)
 	case res.Warning != "":
-		writeJSON(w, http.StatusOK, ActionResponse{Message: res.Message, Warning: res.Warning, Enforced: true, Unchanged: req.Unchanged, CurrentKeyID: res.CurrentKeyID})
+		writeJSON(w, http.StatusOK, ActionResponse{Message: req.Message + "; " + res.Message, Warning: res.Warning, Enforced: true,
+			Unchanged: req.Unchanged, CurrentKeyID: res.CurrentKeyID})
 	default:
-		msg := res.Message
-		if req.Unchanged {
-			msg = req.Message + "; " + msg
-		}
-		writeJSON(w, http.StatusOK, ActionResponse{Message: msg, CurrentKeyID: res.CurrentKeyID, Unchanged: req.Unchanged,
-			Enforced: res.Enforced, Recorded: res.Recorded})
+		// What was written (or found pending), then what confirmed it.
+		writeJSON(w, http.StatusOK, ActionResponse{Message: req.Message + "; " + res.Message, CurrentKeyID: res.CurrentKeyID,
+			Unchanged: req.Unchanged, Enforced: res.Enforced, Recorded: res.Recorded})
 	}
 }

@@ -458,7 +458,7 @@ func TestCrossSiteActionsAreRefused(t *testing.T) {
 	w := f.request("POST", revoke, body)
 	res := decode[ActionResponse](t, w)
 	if w.Code != http.StatusOK || !res.Enforced || res.Recorded || !strings.HasPrefix(res.Warning, actions.NotRecordedWarning) ||
-		res.Message != "every verifier refuses key 0123456789ab from its next request on (the API server holds keysmith.dev/revoke naming it)" {
+		res.Message != "revocation of key 0123456789ab requested (keysmith.dev/revoke=0123456789ab); every verifier refuses key 0123456789ab from its next request on (the API server holds keysmith.dev/revoke naming it)" {
 		t.Fatalf("the page's own revoke: %d %s", w.Code, w.Body.String())
 	}
 	_ = f.c.Get(context.Background(), client.ObjectKey{Namespace: "team-a", Name: "billing"}, &a)
@@ -626,8 +626,12 @@ func TestNamesAndIDsAreValidated(t *testing.T) {
 // ---- what the dashboard reads and sends -------------------------------------------------------------
 
 // It reads no Secret, and no response holds a key: not the Secret's (never read), not one a person pasted
-// into keysmith.dev/revoke (annotations are dropped; action messages relay the annotation value), not one
-// in a condition message.
+// into keysmith.dev/revoke (annotations are dropped from what the store keeps; the revoke's message
+// relays the annotation value, whose pending entries internal/actions writes as key ids), not one in a
+// condition message (written by others: marshal's filter is the last line of defence for those).
+//
+// The data is checked before that filter too (with it off): only the condition's key may be there, so
+// the test fails if strip() or the key-id conversion goes, and not only if the filter does.
 func TestNoKeyInAnyResponseAndNoSecretRead(t *testing.T) {
 	k, _ := keys.Generate("ks", "live")
 	pasted := apiKey("team-a", "billing", keys.ID(k.Plaintext()), now.Add(-time.Hour), 90*24*time.Hour, nil)
@@ -641,23 +645,55 @@ func TestNoKeyInAnyResponseAndNoSecretRead(t *testing.T) {
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "billing-key"}, Data: map[string][]byte{"api-key": []byte(k.Plaintext())}}
 	f := newFixture(t, Options{}, pasted, leaky, secret)
 	f.sync(t)
-	var all strings.Builder
-	for _, w := range []*httptest.ResponseRecorder{
-		f.request("GET", "/?token="+f.s.token, ""),
-		f.request("GET", "/api/apikeys", ""),
-		f.request("GET", "/api/apikeys/team-a/billing", ""),
-		f.request("GET", "/api/apikeys/team-a/leaky", ""),
-		f.request("POST", "/api/apikeys/team-a/billing/revoke", `{"keyID":"0123456789ab"}`), // appends to the pending value
-		f.request("GET", "/api/apikeys/team-a/billing", ""),
-	} {
-		all.WriteString(w.Body.String())
+	holds := func(s string, key keys.Key) bool {
+		return strings.Contains(s, key.Body[:16]) || strings.Contains(s, key.Plaintext())
 	}
-	out := all.String()
-	if strings.Contains(out, k.Body[:16]) || strings.Contains(out, other.Body[:16]) || keys.HasKeyShape(out) {
+	// What the store keeps while the API server's ApiKey holds the pasted key.
+	if kept, _ := json.Marshal(f.s.store.state().items); holds(string(kept), k) {
+		t.Error("the store keeps the key pasted into keysmith.dev/revoke")
+	}
+	responses := func() string {
+		var all strings.Builder
+		for _, w := range []*httptest.ResponseRecorder{
+			f.request("GET", "/?token="+f.s.token, ""),
+			f.request("GET", "/api/apikeys", ""),
+			f.request("GET", "/api/apikeys/team-a/billing", ""),
+			f.request("GET", "/api/apikeys/team-a/leaky", ""),
+			f.request("POST", "/api/apikeys/team-a/billing/revoke", `{"keyID":"0123456789ab"}`), // appends to the pending value
+			f.request("GET", "/api/apikeys/team-a/billing", ""),
+		} {
+			all.WriteString(w.Body.String())
+		}
+		return all.String()
+	}
+
+	// Before the filter: what the store keeps and what the handlers build.
+	redactJSON = func(b []byte) []byte { return b }
+	raw := responses()
+	redactJSON = keys.RedactBytes
+	st := f.s.store.state()
+	kept, _ := json.Marshal(st.items)
+	built, _ := json.Marshal(buildSnapshot(st, now))
+	for _, a := range st.items {
+		d, _ := json.Marshal(detail(a, now))
+		built = append(built, d...)
+	}
+	for what, s := range map[string]string{"the store's ApiKeys": string(kept), "the snapshot and details": string(built), "the responses": raw} {
+		if holds(s, k) {
+			t.Errorf("%s hold the key pasted into keysmith.dev/revoke, before marshal's filter", what)
+		}
+	}
+	if !holds(raw, other) || !strings.Contains(raw, "keysmith.dev/revoke="+keys.ID(k.Plaintext())+",0123456789ab") {
+		t.Fatal("without the filter, the condition's key and the revoke's value should be there: the check above would prove nothing")
+	}
+
+	// With it: nothing shaped like a key at all.
+	out := responses()
+	if holds(out, k) || holds(out, other) || keys.HasKeyShape(out) {
 		t.Fatal("a response holds a key")
 	}
 	if !strings.Contains(out, "<redacted>") {
-		t.Fatal("expected the action message and the condition to be redacted")
+		t.Fatal("expected the condition to be redacted")
 	}
 	if n := f.calls.secrets(); n != 0 {
 		t.Fatalf("the dashboard read Secrets %d times", n)
@@ -897,7 +933,7 @@ func TestRevokeAndDisableConfirmedInTwoSteps(t *testing.T) {
 	}()
 	w := f.request("POST", "/api/apikeys/team-a/billing/revoke", `{"keyID":"0123456789ab"}`)
 	res := decode[ActionResponse](t, w)
-	if w.Code != http.StatusOK || !res.Recorded || !res.Enforced || res.Warning != "" || !strings.HasPrefix(res.Message, "revoked: key 0123456789ab revoked (Manual)") {
+	if w.Code != http.StatusOK || !res.Recorded || !res.Enforced || res.Warning != "" || !strings.HasPrefix(res.Message, "revocation of key 0123456789ab requested (keysmith.dev/revoke=0123456789ab); revoked: key 0123456789ab revoked (Manual)") {
 		t.Fatalf("recorded revoke: %d %s", w.Code, w.Body.String())
 	}
 
