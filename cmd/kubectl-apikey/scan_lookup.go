@@ -240,16 +240,22 @@ func (r *scanReport) revokeLive(ctx context.Context, c client.Client, timeout ti
 		go func() {
 			defer wg.Done()
 			ref := p.rev.ApiKey.String()
+			rev := p.rev
 			res, err := actions.WaitRevocation(ctx, c, p.req, timeout, func(step actions.Result) {
 				mu.Lock()
 				defer mu.Unlock()
+				// What the API server held when the revocation was first read back (later reads may show
+				// keysmith's record instead).
+				rev.RefusedMessage, rev.RefusedSeconds = step.Message, step.Waited.Seconds()
 				fmt.Fprintf(progress, "ApiKey %s: %s (read back from the API server after %.2f s)\n", ref, step.Message, step.Waited.Seconds())
 			})
 			mu.Lock()
 			defer mu.Unlock()
-			rev := p.rev
 			rev.Seconds = res.Waited.Seconds()
-			rev.Refused, rev.RefusedMessage, rev.RefusedSeconds = res.Enforced, res.EnforcedMessage, res.EnforcedAfter.Seconds()
+			rev.Refused = res.Enforced
+			if rev.RefusedMessage == "" {
+				rev.RefusedMessage, rev.RefusedSeconds = res.EnforcedMessage, res.EnforcedAfter.Seconds()
+			}
 			if err != nil {
 				rev.Error = err.Error()
 				failed = append(failed, fmt.Sprintf("%s: %v", ref, err))

@@ -48,10 +48,15 @@ type report struct {
 			Namespace string `json:"namespace"`
 			Name      string `json:"name"`
 		} `json:"apiKey"`
-		KeyIDs    []string `json:"keyIDs"`
-		Confirmed bool     `json:"confirmed"`
-		Message   string   `json:"message"`
+		KeyIDs         []string `json:"keyIDs"`
+		Refused        bool     `json:"refused"`
+		RefusedMessage string   `json:"refusedMessage"`
+		Recorded       bool     `json:"recorded"`
+		Message        string   `json:"message"`
+		Warning        string   `json:"warning"`
+		Error          string   `json:"error"`
 	} `json:"revocations"`
+	Warnings []string `json:"warnings"`
 }
 
 func parse(r result) report {
@@ -250,7 +255,10 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		rev := rep.Revocations[0]
 		Expect(rev.ApiKey.Namespace + "/" + rev.ApiKey.Name).To(Equal(teamNS + "/leaky"))
 		Expect(rev.KeyIDs).To(Equal([]string{keys.ID(leaked)}))
-		Expect(rev.Confirmed).To(BeTrue())
+		Expect(rev.Refused).To(BeTrue(), "the API server holds the annotation naming the key")
+		Expect(rev.RefusedMessage).To(Equal("every verifier refuses key " + keys.ID(leaked) + " from its next request on (the API server holds keysmith.dev/revoke naming it)"))
+		Expect(rev.Recorded).To(BeTrue(), "keysmith recorded it")
+		Expect(rev.Warning).To(BeEmpty())
 		Expect(rev.Message).To(ContainSubstring("revoked: key " + keys.ID(leaked) + " revoked (Manual)"))
 		Expect(rep.states()).To(HaveKeyWithValue("ticket-4711.txt", Not(BeEmpty())))
 		for _, f := range rep.Findings {
@@ -275,7 +283,9 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		r = apikey(leak, "", "--kubeconfig", teamUser, "scan", "--revoke", "chat.log")
 		Expect(r.code).To(Equal(1))
 		Expect(r.stdout).To(MatchRegexp(`chat.log:1:17 +\S+ +` + keys.ID(second) + ` +Active +` + teamNS + `/leaky-2 +revoked by this scan`))
-		Expect(r.stdout).To(ContainSubstring("ApiKey " + teamNS + "/leaky-2: revoked: key " + keys.ID(second) + " revoked (Manual); a fresh key "))
+		Expect(r.stdout).To(ContainSubstring("ApiKey " + teamNS + "/leaky-2: every verifier refuses key " + keys.ID(second) + " from its next request on (the API server holds keysmith.dev/revoke naming it) (read back from the API server after "))
+		Expect(r.stdout).To(ContainSubstring("ApiKey " + teamNS + "/leaky-2: keysmith recorded it after "))
+		Expect(r.stdout).To(ContainSubstring(": revoked: key " + keys.ID(second) + " revoked (Manual); a fresh key "))
 		Expect(testenv.VerifyKey(cl, verifierURL, second)).To(Equal(testenv.Refused))
 	})
 
@@ -309,6 +319,33 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		Expect(text.stdout).To(ContainSubstring(added[:12] + ":config/prod.env:1:9"))
 	})
 
+	It("finds with --git a key deleted in a later commit of a repository with annotated tags", func() {
+		repo := GinkgoT().TempDir()
+		git(repo, "init", "-q")
+		writeFile(filepath.Join(repo, "main.go"), "package main\n")
+		git(repo, "add", ".")
+		git(repo, "commit", "-q", "-m", "first")
+		notes := filepath.Join(GinkgoT().TempDir(), "notes")
+		writeFile(notes, strings.Repeat("release notes, longer than a pipe holds\n", 3000))
+		git(repo, "tag", "-a", "v1.0.0", "-F", notes)
+		writeFile(filepath.Join(repo, "config", "prod.env"), "API_KEY="+active+"\n")
+		git(repo, "add", ".")
+		git(repo, "commit", "-q", "-m", "config")
+		added := git(repo, "rev-parse", "HEAD")
+		git(repo, "tag", "-a", "v1.1.0", "-m", "v1.1.0")
+		git(repo, "rm", "-q", "config/prod.env")
+		git(repo, "commit", "-q", "-m", "remove the key")
+		git(repo, "tag", "-a", "v1.2.0", "-m", "v1.2.0")
+
+		r := apikey(repo, "", "--kubeconfig", clusterUser, "scan", "--git", "--format", "json", ".")
+		Expect(r.code).To(Equal(1), "the key in history is live")
+		rep := parse(r)
+		Expect(rep.Findings).To(HaveLen(1))
+		Expect(rep.Findings[0].Commit).To(Equal(added))
+		Expect(rep.Findings[0].Path).To(Equal(filepath.Join("config", "prod.env")))
+		Expect(rep.Findings[0].State).To(Equal("Active"))
+	})
+
 	It("skips binary files and the files git ignores", func() {
 		repo := GinkgoT().TempDir()
 		git(repo, "init", "-q")
@@ -333,5 +370,37 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		Expect(r.stdout).To(ContainSubstring("app.log:1:5"))
 		Expect(r.stdout).To(ContainSubstring("1 binary skipped"))
 		Expect(strings.Count(r.stdout, "Active")).To(Equal(2), "the row and the summary")
+	})
+
+	// Last: it stops the manager.
+	It("revokes with no operator running: every verifier refuses the key once the API server holds the annotation, and keysmith's missing record is a warning", func() {
+		leaked := issue(teamNS, "leaky-no-operator")
+		cl := &http.Client{}
+		Eventually(func() testenv.Verdict { return testenv.VerifyKey(cl, standaloneURL, leaked) }, eventually, poll).Should(Equal(testenv.Accepted))
+		Expect(stopManager()).To(Succeed())
+		leak := GinkgoT().TempDir()
+		writeFile(filepath.Join(leak, "paste.txt"), "here: "+leaked+"\n")
+
+		r := apikey(leak, "", "--kubeconfig", teamUser, "scan", "--revoke", "--timeout", "3s", "--format", "json", ".")
+		Expect(r.code).To(Equal(1), "a live key was found (and revoked); keysmith's missing record is no error")
+		rep := parse(r)
+		Expect(rep.Revocations).To(HaveLen(1))
+		rev := rep.Revocations[0]
+		Expect(rev.Refused).To(BeTrue())
+		Expect(rev.Recorded).To(BeFalse())
+		Expect(rev.Error).To(BeEmpty())
+		Expect(rev.Warning).To(HavePrefix("keysmith has not recorded it yet: is the operator running? (status does not list key " + keys.ID(leaked) + " as revoked within 3s"))
+		Expect(rep.Findings).To(HaveLen(1))
+		Expect(rep.Findings[0].Revoked).To(BeTrue())
+		Expect(r.stderr).To(ContainSubstring("ApiKey " + teamNS + "/leaky-no-operator: every verifier refuses key " + keys.ID(leaked) + " from its next request on"))
+		Expect(r.stderr).To(ContainSubstring("warning: ApiKey " + teamNS + "/leaky-no-operator: keysmith has not recorded it yet"))
+		Expect(testenv.VerifyKey(cl, standaloneURL, leaked)).To(Equal(testenv.Refused), "the standalone verifier refuses it without the operator")
+		Expect(keyState(teamNS, "leaky-no-operator", keys.ID(leaked))).To(Equal(v1alpha1.KeyActive), "status still lists it: no operator recorded it")
+
+		// Scanned again: its ApiKey names it in keysmith.dev/revoke, so it is refused, not live (exit 0).
+		r = apikey(leak, "", "--kubeconfig", teamUser, "scan", ".")
+		Expect(r.code).To(Equal(0))
+		Expect(r.stdout).To(ContainSubstring("Revoked"))
+		Expect(r.stdout).To(ContainSubstring("keysmith.dev/revoke names it and every verifier refuses it; keysmith has not recorded it yet"))
 	})
 })

@@ -1,7 +1,9 @@
 // Package scan tests `kubectl apikey scan` as its users run it: the plugin binary, built from
 // cmd/kubectl-apikey, with a kubeconfig of its own per user, against the real control plane
-// (internal/testenv) with the manager and its verifier in process. Keys are looked up, classified and
-// revoked with each user's RBAC; the verifier must refuse a key --revoke revoked. The same package runs
+// (internal/testenv) with the manager and its verifier in process, and a standalone verifier (`keysmith
+// verifier`) beside them. Keys are looked up, classified and revoked with each user's RBAC; the verifiers
+// must refuse a key --revoke revoked, the standalone one also once the manager is stopped (the last spec
+// of the ordered container stops it). The same package runs
 // the real gitleaks (pinned in hack/tools) with config/scanners/gitleaks.toml and the pre-commit hook of
 // .pre-commit-hooks.yaml. No command's output, and no log, may hold a key (testenv.FindKeys).
 package scan
@@ -53,12 +55,15 @@ var (
 	cluster *localcluster.Cluster
 	k8s     client.Client
 	mgr     *operator.Manager
-	logs    testenv.Buffer
-	plugin  string // the kubectl-apikey binary
+	// stopManager stops the in-process manager (and its verifier), as an operator that is down leaves
+	// the cluster; the standalone verifier goes on.
+	stopManager func() error
+	logs        testenv.Buffer
+	plugin      string // the kubectl-apikey binary
 	// kubeconfigs: a user who may list and patch ApiKeys in every namespace, one who may in teamNS
 	// only (the namespace of their kubeconfig's context), and one who may not list ApiKeys at all.
 	clusterUser, teamUser, nobody string
-	verifierURL                   string
+	verifierURL, standaloneURL    string
 	outputs                       testenv.Buffer // everything the commands printed, scanned at the end
 )
 
@@ -111,10 +116,19 @@ var _ = BeforeSuite(func() {
 		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: GinkgoT().TempDir() + "/audit.log"},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	stop := testenv.Run(mgr)
-	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+	stopManager = testenv.Run(mgr)
+	DeferCleanup(func() { Expect(stopManager()).To(Succeed()) })
 	Eventually(func() error { return mgr.Verifier.Index.Ready() }, eventually, poll).Should(Succeed())
 	verifierURL = "http://" + mgr.Verifier.HTTPAddr()
+	standalone, err := operator.NewVerifierManager(cfg, operator.VerifierOptions{
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: GinkgoT().TempDir() + "/verifier-audit.log"},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	stopStandalone := testenv.Run(standalone)
+	DeferCleanup(func() { Expect(stopStandalone()).To(Succeed()) })
+	Eventually(func() error { return standalone.Verifier.Index.Ready() }, eventually, poll).Should(Succeed())
+	standaloneURL = "http://" + standalone.Verifier.HTTPAddr()
 
 	for _, ns := range []string{otherNS, teamNS} {
 		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -167,6 +168,7 @@ var _ = Describe("Other scanners", func() {
 		entry := strings.Fields(hook.Entry)
 		Expect(entry[0]).To(Equal("kubectl-apikey"))
 		Expect(entry).To(ContainElement("--offline"))
+		Expect(entry[len(entry)-1]).To(Equal("--"), "the file names pre-commit appends come after --")
 
 		repo := GinkgoT().TempDir()
 		git(repo, "init", "-q")
@@ -174,19 +176,33 @@ var _ = Describe("Other scanners", func() {
 		writeFile(filepath.Join(repo, "deploy", "secrets.env"), planted)
 		writeFile(filepath.Join(repo, "unstaged.env"), planted)
 		// pre-commit runs the entry with the staged files appended, as here (from the repository's top level).
-		run := func() result {
+		run := func(stdin string) result {
 			git(repo, "add", "README.md")
-			names := strings.Fields(git(repo, "diff", "--cached", "--name-only", "--diff-filter=ACMR"))
-			return apikey(repo, "", append(entry[1:], names...)...)
+			names := strings.Split(strings.TrimSuffix(git(repo, "diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"), "\x00"), "\x00")
+			return apikey(repo, stdin, append(slices.Clone(entry[1:]), names...)...)
 		}
-		r := run()
+		r := run("")
 		Expect(r.code).To(Equal(0), "README.md holds no key")
 		git(repo, "add", "deploy/secrets.env")
-		r = run()
+		r = run("")
 		Expect(r.code).To(Equal(1), "a staged key refuses the commit")
 		Expect(r.stdout).To(ContainSubstring("deploy/secrets.env:1:9"))
 		Expect(r.stdout).NotTo(ContainSubstring("unstaged.env"))
 		Expect(r.stdout).To(ContainSubstring("3 keys not looked up (--offline), possibly live, 1 not a key"))
+
+		// Files named "-" and "--x" are files: not standard input (which holds another key), not a flag.
+		git(repo, "rm", "-q", "--cached", "deploy/secrets.env")
+		dash, flag := newKey(keys.Live), newKey(keys.Live)
+		writeFile(filepath.Join(repo, "-"), "KEY="+dash+"\n")
+		writeFile(filepath.Join(repo, "--x"), "KEY="+flag+"\n")
+		git(repo, "add", "--", "-", "--x")
+		r = run("piped " + newKey(keys.Live) + "\n")
+		Expect(r.code).To(Equal(1))
+		Expect(r.stdout).To(ContainSubstring("--x:1:5"))
+		Expect(r.stdout).To(ContainSubstring("./-:1:5"))
+		Expect(r.stdout).To(ContainSubstring(keys.ID(dash)))
+		Expect(r.stdout).To(ContainSubstring(keys.ID(flag)))
+		Expect(r.stdout).To(ContainSubstring("2 keys not looked up (--offline), possibly live; 3 files"))
 	})
 })
 
