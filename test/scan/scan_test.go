@@ -3,6 +3,7 @@ package scan
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -344,6 +345,43 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		Expect(rep.Findings[0].Commit).To(Equal(added))
 		Expect(rep.Findings[0].Path).To(Equal(filepath.Join("config", "prod.env")))
 		Expect(rep.Findings[0].State).To(Equal("Active"))
+
+		// SARIF locates it from the repository's top, wherever the scan runs.
+		writeFile(filepath.Join(repo, "deploy", "values.yaml"), "apiKey: "+active+"\n")
+		r = apikey(filepath.Join(repo, "deploy"), "", "--kubeconfig", clusterUser, "scan", "--git", "--format", "sarif", ".")
+		Expect(r.code).To(Equal(1))
+		_, err := sariftest.Validate([]byte(r.stdout))
+		Expect(err).NotTo(HaveOccurred())
+		var log struct {
+			Runs []struct {
+				Bases map[string]struct {
+					URI string `json:"uri"`
+				} `json:"originalUriBaseIds"`
+				ColumnKind string `json:"columnKind"`
+				Results    []struct {
+					Locations []struct {
+						PhysicalLocation struct {
+							ArtifactLocation struct {
+								URI       string `json:"uri"`
+								URIBaseID string `json:"uriBaseId"`
+							} `json:"artifactLocation"`
+						} `json:"physicalLocation"`
+					} `json:"locations"`
+				} `json:"results"`
+			} `json:"runs"`
+		}
+		Expect(json.Unmarshal([]byte(r.stdout), &log)).To(Succeed())
+		top, err := filepath.EvalSymlinks(repo)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(log.Runs[0].ColumnKind).To(Equal("utf16CodeUnits"))
+		Expect(log.Runs[0].Bases).To(HaveKeyWithValue("%SRCROOT%", HaveField("URI", "file://"+top+"/")))
+		var uris []string
+		for _, res := range log.Runs[0].Results {
+			l := res.Locations[0].PhysicalLocation.ArtifactLocation
+			Expect(l.URIBaseID).To(Equal("%SRCROOT%"))
+			uris = append(uris, l.URI)
+		}
+		Expect(uris).To(ConsistOf("deploy/values.yaml", "config/prod.env"))
 	})
 
 	It("skips binary files and the files git ignores", func() {
@@ -370,6 +408,13 @@ var _ = Describe("kubectl apikey scan", Ordered, func() {
 		Expect(r.stdout).To(ContainSubstring("app.log:1:5"))
 		Expect(r.stdout).To(ContainSubstring("1 binary skipped"))
 		Expect(strings.Count(r.stdout, "Active")).To(Equal(2), "the row and the summary")
+
+		// So is a directory named that git ignores; a path with no file to scan is warned of.
+		Expect(os.MkdirAll(filepath.Join(repo, "empty"), 0o755)).To(Succeed())
+		r = apikey(repo, "", "--kubeconfig", clusterUser, "scan", "dist", "empty")
+		Expect(r.code).To(Equal(1))
+		Expect(r.stdout).To(ContainSubstring("dist/bundle.js:1:4"))
+		Expect(r.stderr).To(ContainSubstring("warning: empty: git lists no file in it"))
 	})
 
 	// Last: it stops the manager.
