@@ -78,7 +78,11 @@ func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do doFunc) er
 		return nil
 	}
 	enforced := func(r actions.Result) {
-		fmt.Fprintf(out, "%s %s (read back from the API server in %s)\n", ref, r.Message, r.Waited.Round(10*time.Millisecond))
+		took := r.Waited.Round(time.Millisecond).String()
+		if r.Waited < time.Millisecond {
+			took = "under 1ms"
+		}
+		fmt.Fprintf(out, "%s %s (read back from the API server in %s)\n", ref, r.Message, took)
 	}
 	var res actions.Result
 	switch req.Kind {

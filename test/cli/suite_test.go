@@ -179,7 +179,14 @@ func (r result) String() string {
 // checked for keys.
 func run(user string, args ...string) result {
 	GinkgoHelper()
+	return runIn("", user, args...)
+}
+
+// runIn is run with stdin as the standard input.
+func runIn(stdin, user string, args ...string) result {
+	GinkgoHelper()
 	cmd := exec.Command(kubectl, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(os.Environ(), "PATH="+pluginDir+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"KUBECONFIG="+kubeconfig[user], "HOME="+home)
 	var stdout, stderr bytes.Buffer

@@ -57,6 +57,7 @@ const (
 type seenRequest struct {
 	method, path, host, origin, site string
 	status                           int
+	form                             bool // the attacker page's form post (?via=form)
 }
 
 func (r seenRequest) String() string {
@@ -313,7 +314,7 @@ func TestDashboard(t *testing.T) {
 			seenMu.Lock()
 			defer seenMu.Unlock()
 			seen = append(seen, seenRequest{method: r.Method, path: r.URL.Path, host: r.Host, origin: r.Header.Get("Origin"),
-				site: r.Header.Get("Sec-Fetch-Site"), status: status})
+				site: r.Header.Get("Sec-Fetch-Site"), status: status, form: r.URL.Query().Get("via") == "form"})
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -535,7 +536,7 @@ func TestDashboard(t *testing.T) {
 		attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			fmt.Fprintf(w, `<!doctype html><html><body>
-<form id="f" method="POST" action="%[1]s/api/apikeys/team-a/legacy-partner/disable" enctype="text/plain" target="sink"><input name='{"a":"' value='"}'></form>
+<form id="f" method="POST" action="%[1]s/api/apikeys/team-a/legacy-partner/disable?via=form" enctype="text/plain" target="sink"><input name='{"a":"' value='"}'></form>
 <iframe name="sink"></iframe>
 <script>
 window.results = [];
@@ -554,7 +555,17 @@ attack();
 		for _, origin := range []string{attacker.URL, "http://evil.test:" + aport} {
 			do(t, tab, chromedp.Navigate(origin+"/"))
 			js(t, tab, "the attack from "+origin, `(window.results || []).includes('form submitted')`)
-			time.Sleep(500 * time.Millisecond) // the form's request
+			// The form's request is sent after the script ends: wait until the dashboard answered it.
+			eventually(t, "the forged form post from "+origin+" answered", func() error {
+				seenMu.Lock()
+				defer seenMu.Unlock()
+				for _, r := range seen {
+					if r.form && r.method == "POST" && (r.origin == origin || r.origin == "") {
+						return nil
+					}
+				}
+				return errors.New("not yet")
+			})
 			results := text(t, tab, `window.results.join('; ')`)
 			t.Logf("attack from %s: %s", origin, results)
 			if strings.Contains(results, "cors 2") || strings.Contains(results, "read 2") {
