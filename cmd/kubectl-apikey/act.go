@@ -82,7 +82,7 @@ func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do doFunc) er
 		if r.Waited < time.Millisecond {
 			took = "under 1ms"
 		}
-		fmt.Fprintf(out, "%s %s (read back from the API server in %s)\n", ref, r.Message, took)
+		fmt.Fprintf(out, "%s %s (read back from the API server after %s)\n", ref, r.Message, took)
 	}
 	var res actions.Result
 	switch req.Kind {
