@@ -78,11 +78,11 @@ func (e *env) action(cmd *cobra.Command, name string, w waitFlags, do doFunc) er
 		return nil
 	}
 	enforced := func(r actions.Result) {
-		took := r.Waited.Round(time.Millisecond).String()
+		when := "after " + r.Waited.Round(time.Millisecond).String()
 		if r.Waited < time.Millisecond {
-			took = "under 1ms"
+			when = "at once"
 		}
-		fmt.Fprintf(out, "%s %s (read back from the API server after %s)\n", ref, r.Message, took)
+		fmt.Fprintf(out, "%s %s (read back from the API server %s)\n", ref, r.Message, when)
 	}
 	var res actions.Result
 	switch req.Kind {

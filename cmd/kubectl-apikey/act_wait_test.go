@@ -60,7 +60,7 @@ func TestRevokeAndDisableWithoutOperator(t *testing.T) {
 		t.Fatalf("revoke: %v\n%s%s", err, out, errOut)
 	}
 	want := "apikey.keysmith.dev/billing-api revocation of key aaaaaaaaaaaa requested (keysmith.dev/revoke=aaaaaaaaaaaa)\n" +
-		"apikey.keysmith.dev/billing-api every verifier refuses key aaaaaaaaaaaa from its next request on (the API server holds keysmith.dev/revoke naming it) (read back from the API server after "
+		"apikey.keysmith.dev/billing-api every verifier refuses key aaaaaaaaaaaa from its next request on (the API server holds keysmith.dev/revoke naming it) (read back from the API server "
 	if !strings.HasPrefix(out, want) || strings.Count(out, "\n") != 2 {
 		t.Errorf("stdout:\n%s\nwant a prefix of:\n%s", out, want)
 	}
