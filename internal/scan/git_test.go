@@ -3,6 +3,7 @@ package scan
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -164,5 +165,30 @@ func TestScanGitIgnoresRepositoryPrograms(t *testing.T) {
 	}
 	if b, err := os.ReadFile(marker); err == nil {
 		t.Fatalf("the scan ran a program of the repository's configuration: %s", b)
+	}
+}
+
+// A repository owned by someone else is refused by git (safe.directory): its files are scanned without
+// git, ignored ones too, with a warning; its history is an error.
+func TestScanRepositoryOfAnotherUser(t *testing.T) {
+	needGit(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the repository to another user")
+	}
+	t.Setenv("GIT_CONFIG_GLOBAL", "/dev/null") // no safe.directory of the user's
+	k := mustKey(t, "ks", keys.Live)
+	dir := t.TempDir()
+	git(t, dir, "init", "-q")
+	write(t, filepath.Join(dir, ".gitignore"), "*.log\n")
+	write(t, filepath.Join(dir, "app.log"), "KEY="+k+"\n")
+	if out, err := exec.Command("chown", "-R", "65534:65534", dir).CombinedOutput(); err != nil {
+		t.Skipf("chown: %v: %s", err, out)
+	}
+	res := scanWithin(t, time.Minute, []string{dir}, Options{})
+	if got := where(res); len(got) != 1 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "git refuses the repository") {
+		t.Fatalf("found %v, warnings %q", got, res.Warnings)
+	}
+	if _, err := Scan(context.Background(), []string{dir}, Options{Git: true}); err == nil || !strings.Contains(err.Error(), "dubious ownership") {
+		t.Errorf("--git: %v", err)
 	}
 }
