@@ -159,7 +159,7 @@ func newRevokeCommand(e *env) *cobra.Command {
 		all bool
 	)
 	cmd := &cobra.Command{
-		Use:   "revoke NAME (--key ID... | --all)",
+		Use:   "revoke NAME (--key ID... | --key - | --all)",
 		Short: "Revoke keys at once: every verifier refuses them on its next request",
 		Long: `Revoke keys at once, as kubectl annotate apikey NAME keysmith.dev/revoke=<ids> does (the emergency runbook
 of docs/lifecycle.md): every verifier refuses them from its next request on, with or without keysmith
