@@ -24,13 +24,8 @@ var scopePattern = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*:[a-z0-9]+([._
 // characters.
 func ValidScope(s string) bool { return len(s) <= 128 && scopePattern.MatchString(s) }
 
-// keyShape finds API keys within a string (keys.Pattern is anchored).
-var keyShape = regexp.MustCompile(strings.TrimSuffix(strings.TrimPrefix(keys.Pattern, "^"), "$"))
-
 // holdsKey reports whether s contains a valid API key.
-func holdsKey(s string) bool {
-	return slices.ContainsFunc(keyShape.FindAllString(s, -1), keys.Valid)
-}
+func holdsKey(s string) bool { return keys.ContainsKey(s) }
 
 // MinDuration is the shortest period, lifetime or rotation accepted.
 const MinDuration = time.Minute

@@ -2,9 +2,7 @@ package operator
 
 import (
 	"cmp"
-	"regexp"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -108,14 +106,11 @@ func apiKeyController(s *corev1.Secret) *metav1.OwnerReference {
 
 // bounded returns v, or its SHA-256 when v is longer than limit bytes or holds a key.
 func bounded(v string, limit int) string {
-	if len(v) > limit || slices.ContainsFunc(keyShape.FindAllString(v, -1), keys.Valid) {
+	if len(v) > limit || keys.ContainsKey(v) {
 		return keys.Hash(v)
 	}
 	return v
 }
-
-// keyShape finds keys within a string (keys.Pattern is anchored).
-var keyShape = regexp.MustCompile(strings.TrimSuffix(strings.TrimPrefix(keys.Pattern, "^"), "$"))
 
 // boundedMap keeps at most maxCachedEntries entries, keysmith's labels first and then in key order,
 // values bounded by valueLimit.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -192,19 +191,9 @@ func (b *Buffer) String() string {
 	return b.buf.String()
 }
 
-var keyShape = regexp.MustCompile(`[a-z0-9]{2,8}_(live|test)_[0-9A-Za-z]{36}`)
-
 // FindKeys counts the substrings of text that are well-formed keys with a valid checksum. It never
 // returns them, so that a failing assertion cannot print a key.
-func FindKeys(text string) int {
-	n := 0
-	for _, m := range keyShape.FindAllString(text, -1) {
-		if keys.Valid(m) {
-			n++
-		}
-	}
-	return n
-}
+func FindKeys(text string) int { return keys.CountKeys(text) }
 
 // Events returns how many event writes went to namespace ns.
 func (c *WriteCounter) Events(ns string) int {
