@@ -305,10 +305,11 @@ var _ = Describe("kubectl apikey", Ordered, ContinueOnFailure, func() {
 			Expect(verdict(oldKey)).To(Equal(testenv.Refused))
 			after := get(ns, "billing-api")
 			Expect(after.Status.CurrentKeyID).NotTo(Equal(cur))
-			// Two steps: the API server holds the revocation (read back: what every verifier follows), then
+			// Two steps: the API server holds the revocation (read back: what every verifier follows; keysmith
+			// may have recorded it in status before the read-back), then
 			// keysmith's record.
 			Expect(r.out).To(MatchRegexp(`^apikey.keysmith.dev/billing-api revocation of key %s requested \(keysmith.dev/revoke=%[1]s\)\n`+
-				`apikey.keysmith.dev/billing-api every verifier refuses key %[1]s from its next request on \(the API server holds keysmith.dev/revoke naming it\) \(read back from the API server (?:after [0-9.]+m?s|at once)\)\n`+
+				`apikey.keysmith.dev/billing-api every verifier refuses key %[1]s from its next request on \(the API server holds (?:keysmith.dev/revoke naming it|status listing it as no longer valid)\) \(read back from the API server (?:after [0-9.]+m?s|at once)\)\n`+
 				`apikey.keysmith.dev/billing-api revoked: key %[1]s revoked \(Manual\); `, cur))
 			Expect(r.err).To(BeEmpty())
 			Expect(r.out).To(ContainSubstring("revoked: key " + cur + " revoked (Manual); a fresh key " + after.Status.CurrentKeyID + " is current (for Secret billing-api-key), with no overlap"))
