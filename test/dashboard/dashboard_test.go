@@ -339,16 +339,9 @@ func TestDashboard(t *testing.T) {
 	if os.Getenv("KEYSMITH_SCREENSHOTS") == "1" {
 		shots.dirs = append(shots.dirs, filepath.Join("..", "..", "docs", "img"))
 	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(viewportW, viewportH),
-		chromedp.Flag("lang", "en-US"),
-		// rebind.test and evil.test resolve to 127.0.0.1: a DNS rebinding and a foreign site, on this machine.
-		chromedp.Flag("host-resolver-rules", "MAP rebind.test 127.0.0.1, MAP evil.test 127.0.0.1"),
-	)...)
-	defer cancelAlloc()
-	tab, cancelTab := chromedp.NewContext(alloc)
-	defer cancelTab()
+	start := time.Now()
+	tab, stopBrowser := startChromium(t, ctx, browser)
+	defer stopBrowser()
 	var consoleMu sync.Mutex
 	var console []string
 	go func() {
@@ -361,10 +354,6 @@ func TestDashboard(t *testing.T) {
 			consoleMu.Unlock()
 		}
 	}()
-	start := time.Now()
-	if err := chromedp.Do(tab, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting chromium (%s): %v", browser, err)
-	}
 	t.Logf("chromium started in %s", time.Since(start).Round(time.Millisecond))
 
 	t.Run("lists every ApiKey the user can see", func(t *testing.T) {
@@ -630,9 +619,47 @@ attack();
 			if !strings.Contains(m, s.Origin()) && !strings.HasPrefix(m, "exception") {
 				continue // the attacker's and the rebound pages' own failures
 			}
+			if strings.Contains(m, `"frame-ancestors 'none'"`) {
+				continue // the attacker's form posted into its own frame: the dashboard's answer refused to be framed
+			}
 			if strings.HasPrefix(m, "exception") || strings.Contains(m, "Content Security Policy") {
 				t.Errorf("console: %s", m)
 			}
 		}
 	})
+}
+
+// startChromium starts headless Chromium and opens a tab. A Chromium that starts but never answers on
+// its debugging pipe (seen once in 30 runs on a loaded 2-core machine) is killed after a minute and
+// started again, up to three times, instead of hanging the suite.
+func startChromium(t *testing.T, ctx context.Context, browser string) (context.Context, func()) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
+			chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(viewportW, viewportH),
+			chromedp.Flag("lang", "en-US"),
+			// rebind.test and evil.test resolve to 127.0.0.1: a DNS rebinding and a foreign site, on this machine.
+			chromedp.Flag("host-resolver-rules", "MAP rebind.test 127.0.0.1, MAP evil.test 127.0.0.1"),
+		)...)
+		tab, cancelTab := chromedp.NewContext(alloc)
+		stop := func() { cancelTab(); cancelAlloc() }
+		started := make(chan error, 1)
+		go func() { started <- chromedp.Do(tab, chromedp.Navigate("about:blank")) }() // the first Run starts the browser
+		select {
+		case err := <-started:
+			if err != nil {
+				stop()
+				t.Fatalf("starting chromium (%s): %v", browser, err)
+			}
+			return tab, stop
+		case <-time.After(time.Minute):
+			stop()
+			<-started
+			if attempt == 3 {
+				t.Fatalf("chromium (%s) did not answer within a minute, three times", browser)
+			}
+			t.Logf("chromium did not answer within a minute (attempt %d); starting it again", attempt)
+		}
+	}
 }
