@@ -131,21 +131,27 @@ func (e *env) validName(ns, name string) error {
 }
 
 func newRotateCommand(e *env) *cobra.Command {
-	var w waitFlags
-	cmd := &cobra.Command{
-		Use:   "rotate NAME",
-		Short: "Issue a new key now; the previous key stays valid for the overlap",
-		Long: `Issue a new key now, as kubectl annotate apikey NAME keysmith.dev/rotate=<time> --overwrite does: keysmith
+	return newSimpleCommand(e, "rotate NAME", "Issue a new key now; the previous key stays valid for the overlap",
+		`Issue a new key now, as kubectl annotate apikey NAME keysmith.dev/rotate=<time> --overwrite does: keysmith
 writes a new key to the Secret and keeps the previous one valid for the overlap. Also the way to get a
 fresh key after an expiry without rotation or a revocation for not being used. Waits until keysmith has
 handled the request and a new key is current.`,
-		Example:           "  kubectl apikey rotate billing-api -n payments",
+		"  kubectl apikey rotate billing-api -n payments", actions.Rotate)
+}
+
+// newSimpleCommand is a command NAME that performs one action of internal/actions on the ApiKey and waits
+// as waitFlags say: rotate, disable and enable.
+func newSimpleCommand(e *env, use, short, long, example string, do func(context.Context, client.Client, types.NamespacedName) (*actions.Request, error)) *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:               use,
+		Short:             short,
+		Long:              long,
+		Example:           example,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeApiKeyNames(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
-				return actions.Rotate(ctx, c, key)
-			})
+			return e.action(cmd, args[0], w, do)
 		},
 	}
 	w.add(cmd)
@@ -257,45 +263,19 @@ func readKeyIDs(r io.Reader) ([]string, error) {
 }
 
 func newDisableCommand(e *env) *cobra.Command {
-	var w waitFlags
-	cmd := &cobra.Command{
-		Use:   "disable NAME",
-		Short: "The kill switch: revoke every key and empty the Secret (spec.disabled: true)",
-		Long: `Set spec.disabled: true, as kubectl patch apikey NAME --type merge -p '{"spec":{"disabled":true}}' does:
+	return newSimpleCommand(e, "disable NAME", "The kill switch: revoke every key and empty the Secret (spec.disabled: true)",
+		`Set spec.disabled: true, as kubectl patch apikey NAME --type merge -p '{"spec":{"disabled":true}}' does:
 every verifier refuses the ApiKey's keys as soon as it sees the change, keysmith revokes them all (reason
 Disabled) and empties the Secret's key (the Secret stays, so that workloads mounting it still start).
 Waits until keysmith has recorded it. kubectl apikey enable issues a fresh key.`,
-		Example:           "  kubectl apikey disable billing-api -n payments",
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeApiKeyNames(e),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
-				return actions.Disable(ctx, c, key)
-			})
-		},
-	}
-	w.add(cmd)
-	return cmd
+		"  kubectl apikey disable billing-api -n payments", actions.Disable)
 }
 
 func newEnableCommand(e *env) *cobra.Command {
-	var w waitFlags
-	cmd := &cobra.Command{
-		Use:   "enable NAME",
-		Short: "Set spec.disabled back to false; keysmith issues a fresh key",
-		Long: `Set spec.disabled: false: keysmith issues a fresh key into the Secret (revoked keys never come back).
+	return newSimpleCommand(e, "enable NAME", "Set spec.disabled back to false; keysmith issues a fresh key",
+		`Set spec.disabled: false: keysmith issues a fresh key into the Secret (revoked keys never come back).
 Waits until the ApiKey is Ready with the new key.`,
-		Example:           "  kubectl apikey enable billing-api -n payments",
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeApiKeyNames(e),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.action(cmd, args[0], w, func(ctx context.Context, c client.Client, key types.NamespacedName) (*actions.Request, error) {
-				return actions.Enable(ctx, c, key)
-			})
-		},
-	}
-	w.add(cmd)
-	return cmd
+		"  kubectl apikey enable billing-api -n payments", actions.Enable)
 }
 
 // fromServer formats an error of the API server as kubectl does ("Error from server (Forbidden): ..."),

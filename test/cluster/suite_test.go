@@ -22,7 +22,6 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/localcluster"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
-	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
 const (
@@ -54,14 +53,10 @@ var _ = BeforeSuite(func() {
 	k8s, err = client.New(cfg, client.Options{Scheme: operator.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 
-	mgr, err = operator.NewManager(cfg, operator.Options{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: GinkgoT().TempDir() + "/audit.log"},
-	})
+	var stop func() error
+	mgr, stop, err = testenv.StartManager(cfg, GinkgoT().TempDir()+"/audit.log", nil)
 	Expect(err).NotTo(HaveOccurred())
-	stop := testenv.Run(mgr)
 	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
-	Eventually(func() error { return mgr.Verifier.Index.Ready() }, eventually, poll).Should(Succeed())
 
 	assets, err := testenv.Assets()
 	Expect(err).NotTo(HaveOccurred())

@@ -43,7 +43,6 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/dashboard"
 	"github.com/keysmith-dev/keysmith/internal/operator"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
-	"github.com/keysmith-dev/keysmith/internal/verify"
 )
 
 const (
@@ -194,14 +193,10 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := operator.NewManager(cfg, operator.Options{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: filepath.Join(t.TempDir(), "audit.log")},
-	})
+	_, stopManager, err := testenv.StartManager(cfg, filepath.Join(t.TempDir(), "audit.log"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopManager := testenv.Run(mgr)
 	defer func() {
 		if err := stopManager(); err != nil {
 			t.Error(err)

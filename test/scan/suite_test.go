@@ -111,14 +111,9 @@ var _ = BeforeSuite(func() {
 	DeferCleanup(func() { Expect(cluster.Stop()).To(Succeed()) })
 	k8s, err = client.New(cfg, client.Options{Scheme: operator.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
-	mgr, err = operator.NewManager(cfg, operator.Options{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-		Verify: verify.Options{HTTPAddress: "127.0.0.1:0", GRPCAddress: "0", AuditSink: GinkgoT().TempDir() + "/audit.log"},
-	})
+	mgr, stopManager, err = testenv.StartManager(cfg, GinkgoT().TempDir()+"/audit.log", nil)
 	Expect(err).NotTo(HaveOccurred())
-	stopManager = testenv.Run(mgr)
 	DeferCleanup(func() { Expect(stopManager()).To(Succeed()) })
-	Eventually(func() error { return mgr.Verifier.Index.Ready() }, eventually, poll).Should(Succeed())
 	verifierURL = "http://" + mgr.Verifier.HTTPAddr()
 	standalone, err := operator.NewVerifierManager(cfg, operator.VerifierOptions{
 		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
